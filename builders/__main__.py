@@ -1,0 +1,48 @@
+"""``python -m builders``: build a Triton model repository for the gpu or cpu target."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from rich.logging import RichHandler
+
+from builders.declaration import TARGETS, BuildOptions
+from builders.inception import FORMATS, WeightsError
+from builders.repository import build_repository
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m builders", description=__doc__)
+    parser.add_argument("--target", choices=TARGETS, default="cpu",
+                        help="gpu: native backends (NVIDIA/SageMaker images); cpu: python-backend runners")
+    parser.add_argument("--out", type=Path, required=True, help="repository folder to (re)build")
+    parser.add_argument("--inception-format", choices=sorted(FORMATS), default="onnx")
+    parser.add_argument("--inception-weights", type=Path,
+                        help="inception_v3_2016_08_28_frozen.pb or a Keras ImageNet .weights.h5 file")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights used without a file")
+    parser.add_argument("--configs-only", action="store_true",
+                        help="write config.pbtxt and model files, skip the weights (regenerates model_repository/)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    options = BuildOptions(target=args.target, inception_format=args.inception_format,
+                           inception_weights=args.inception_weights, seed=args.seed,
+                           configs_only=args.configs_only)
+    try:
+        built = build_repository(args.out, options)
+    except WeightsError as error:
+        logging.error("build failed: %s", error)
+        return 2
+    for model_dir in built:
+        print(f"built {model_dir}")
+    print(f"{options.target} repository ready in {args.out.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

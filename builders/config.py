@@ -1,0 +1,79 @@
+"""The one place that turns a ``ModelDeclaration`` into ``config.pbtxt``.
+
+Configs are built as Triton ``ModelConfig`` protobuf messages (the schema tritonclient
+ships), so a field or enum that Triton does not know cannot be written.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from builders.declaration import ModelDeclaration, Serving, Tensor, Warmup
+
+
+def _tensor_fields(tensor: Tensor) -> dict:
+    fields = {"name": tensor.name, "data_type": mc.DataType.Value(tensor.data_type), "dims": list(tensor.dims)}
+    if tensor.format:
+        fields["format"] = mc.ModelInput.Format.Value(tensor.format)
+    return fields
+
+
+def _input(tensor: Tensor) -> mc.ModelInput:
+    return mc.ModelInput(allow_ragged_batch=tensor.allow_ragged_batch, **_tensor_fields(tensor))
+
+
+def _output(tensor: Tensor) -> mc.ModelOutput:
+    fields = _tensor_fields(tensor)
+    fields.pop("format", None)
+    return mc.ModelOutput(label_filename=tensor.label_filename, **fields)
+
+
+def _warmup(warmup: Warmup) -> mc.ModelWarmup:
+    message = mc.ModelWarmup(name=warmup.name, batch_size=warmup.batch_size)
+    for name, spec in warmup.inputs.items():
+        entry = message.inputs[name]
+        entry.data_type = mc.DataType.Value(spec.data_type)
+        entry.dims.extend(spec.dims)
+        if spec.input_data_file:
+            entry.input_data_file = spec.input_data_file
+        else:
+            entry.zero_data = spec.zero_data
+    return message
+
+
+def model_config(model: ModelDeclaration, target: str) -> mc.ModelConfig:
+    serving: Serving = model.serving[target]
+    config = mc.ModelConfig(name=model.name, backend=serving.backend, platform=serving.platform,
+                            max_batch_size=model.max_batch_size,
+                            input=[_input(t) for t in model.inputs],
+                            output=[_output(t) for t in model.outputs])
+    if serving.instance_kind:
+        config.instance_group.add(kind=mc.ModelInstanceGroup.Kind.Value(serving.instance_kind),
+                                  count=serving.instance_count)
+    if model.dynamic_batching_delay_us is not None:
+        config.dynamic_batching.max_queue_delay_microseconds = model.dynamic_batching_delay_us
+    for step in model.steps:
+        config.ensemble_scheduling.step.add(model_name=step.model_name, model_version=-1,
+                                            input_map=step.input_map, output_map=step.output_map)
+    config.model_warmup.extend(_warmup(w) for w in model.warmups)
+    for key, value in sorted({**model.parameters, **serving.parameters}.items()):
+        config.parameters[key].string_value = value
+    return config
+
+
+def render(config: mc.ModelConfig) -> str:
+    return text_format.MessageToString(config)
+
+
+def parse(text: str) -> mc.ModelConfig:
+    """Parse a config.pbtxt; raises ``text_format.ParseError`` naming the bad field."""
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def write_config(model: ModelDeclaration, target: str, model_dir: Path) -> Path:
+    path = model_dir / "config.pbtxt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(model_config(model, target)))
+    return path

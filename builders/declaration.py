@@ -1,0 +1,84 @@
+"""What a model in the repository is: its name, tensors, and how each target serves it.
+
+Every builder module declares one ``ModelDeclaration``; ``builders.config`` turns it into
+a ``config.pbtxt`` through Triton's model-config protobuf schema.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+TARGETS = ("gpu", "cpu")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    data_type: str  # a tritonclient ``DataType`` name, e.g. "TYPE_FP32"
+    dims: tuple[int, ...]
+    format: str = ""  # e.g. "FORMAT_NHWC"
+    label_filename: str = ""
+    allow_ragged_batch: bool = False
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How one target serves the model: a native backend, or a python-backend runner."""
+
+    backend: str = ""
+    platform: str = ""
+    instance_kind: str = ""  # "" for ensembles, which have no instances
+    instance_count: int = 1
+    parameters: dict[str, str] = field(default_factory=dict)
+    runner: str = ""  # module in builders/runners copied to model.py (python backend)
+
+
+@dataclass(frozen=True)
+class Warmup:
+    name: str
+    batch_size: int
+    inputs: dict[str, "WarmupInput"]
+
+
+@dataclass(frozen=True)
+class WarmupInput:
+    data_type: str
+    dims: tuple[int, ...]
+    zero_data: bool = False
+    input_data_file: str = ""  # a file in the model's warmup/ folder
+
+
+@dataclass(frozen=True)
+class EnsembleStep:
+    model_name: str
+    input_map: dict[str, str]  # step tensor -> ensemble tensor
+    output_map: dict[str, str]
+
+
+@dataclass
+class BuildOptions:
+    """User choices for one repository build."""
+
+    target: str = "cpu"
+    inception_format: str = "onnx"  # or "graphdef" (older Triton images only)
+    inception_weights: Path | None = None
+    seed: int = 0
+    configs_only: bool = False
+
+
+@dataclass
+class ModelDeclaration:
+    name: str
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    max_batch_size: int
+    serving: dict[str, Serving]  # target -> Serving
+    artifact: str = ""  # file name inside the version folder, e.g. "model.onnx"
+    dynamic_batching_delay_us: int | None = None
+    warmups: list[Warmup] = field(default_factory=list)
+    steps: list[EnsembleStep] = field(default_factory=list)
+    parameters: dict[str, str] = field(default_factory=dict)
+    # Writes the artifact into a version folder; returns extra files for the model folder.
+    export: Callable[[Path, BuildOptions], dict[str, bytes]] | None = None
+    model_files: dict[str, bytes] = field(default_factory=dict)  # label files, warmup inputs
