@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
-
-from rich.logging import RichHandler
 
 from builders.declaration import TARGETS, BuildOptions
 from builders.inception import FORMATS, WeightsError
@@ -27,8 +26,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def quiet_third_party_logs() -> None:
+    """TensorFlow and tf2onnx narrate every step; keep the build log to what this project says."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("tensorflow", "tf2onnx", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    quiet_third_party_logs()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     options = BuildOptions(target=args.target, inception_format=args.inception_format,
                            inception_weights=args.inception_weights, seed=args.seed,

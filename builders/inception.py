@@ -101,10 +101,10 @@ def graph_def(options: BuildOptions):
     if path is not None and Path(path).suffix == ".pb":
         return _frozen_graph(Path(path))
     if path is None:
-        LOG.warning("!" * 78 + "\n!! Inception V3: no weights file given: building with RANDOM weights "
-                    "(seed %d).\n!! Predictions are meaningless. Pass --inception-weights with the official "
-                    "frozen graph\n!! or a Keras ImageNet weights file for real classifications.\n" + "!" * 78,
-                    options.seed)
+        LOG.warning("\n%s\n!! Inception V3: no weights file given, building with RANDOM weights (seed %d).\n"
+                    "!! Its predictions are meaningless. For real classifications pass\n"
+                    "!! --inception-weights inception_v3_2016_08_28_frozen.pb (or a Keras ImageNet file).\n%s",
+                    "!" * 72, options.seed, "!" * 72)
     return _keras_graph(options)
 
 
@@ -131,7 +131,7 @@ def export(version_dir: Path, options: BuildOptions) -> dict[str, bytes]:
         artifact.write_bytes(frozen.SerializeToString())
     else:
         artifact.write_bytes(to_onnx(frozen).SerializeToString())
-    LOG.info("Inception V3 (%s) written to %s", weights_description(options), artifact)
+    LOG.info("Inception V3 exported as %s (weights: %s)", artifact.name, weights_description(options))
     return {}
 
 

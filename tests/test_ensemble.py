@@ -12,7 +12,7 @@ from builders import dali, inception
 from builders import ensemble_dali_inception as ensemble
 from clients.classify import classify_scores, classify_top_k, encoded_batch
 from clients.protocols import PROTOCOLS, Route, infer
-from tests import reference
+from builders.in_process import InProcessEnsemble
 
 RTOL = 1e-4  # relative: random-weight softmax scores are all near 1/1001
 
@@ -25,7 +25,7 @@ def route(server, protocol: str) -> Route:
 def test_served_ensemble_equals_in_process_dali_and_onnx_on_real_photos(server, cpu_repository, photos):
     images = list(photos.values())
     served = np.stack([classify_scores(route(server, "http-binary"), [image])[0] for image in images])
-    expected = reference.classify(cpu_repository, images)
+    expected = InProcessEnsemble(cpu_repository).classify(images)
     np.testing.assert_allclose(served, expected, rtol=RTOL, atol=1e-7)
     assert served.shape == (len(images), 1001)
     np.testing.assert_allclose(served.sum(axis=1), 1.0, rtol=1e-5)
@@ -36,7 +36,7 @@ def test_served_dali_preprocessing_equals_in_process_pipeline_within_1e4(server,
     image = photos["astronaut"]
     served = infer(route(server, "http-binary"), dali.NAME, {dali.INPUT.name: encoded_batch([image])},
                    [dali.OUTPUT.name])[dali.OUTPUT.name]
-    expected = reference.preprocess([image])
+    expected = InProcessEnsemble(server.repository).preprocess([image])
     assert served.shape == (1, 299, 299, 3) and served.dtype == np.float32
     assert np.abs(served - expected).max() <= 1e-4
     assert -1.0 <= served.min() < -0.5 and 0.5 < served.max() <= 1.0
@@ -61,7 +61,7 @@ def test_concurrent_requests_of_different_lengths_batch_raggedly_and_keep_their_
     images = list(photos.values()) * 4
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda image: classify_scores(route(server, "grpc"), [image])[0], images))
-    expected = reference.classify(server.repository, images)
+    expected = InProcessEnsemble(server.repository).classify(images)
     np.testing.assert_allclose(np.stack(results), expected, rtol=RTOL, atol=1e-7)
     stats = requests.get(f"http://{server.http_url}/v2/models/{dali.NAME}/stats", timeout=10).json()
     model_stats = stats["model_stats"][0]
