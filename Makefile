@@ -25,6 +25,7 @@ configs: install
 
 bench: install
 	$(PY) -m benchmarks.latency
+	$(PY) -m benchmarks.lama_latency
 
 clean:
 	rm -rf build benchmarks/results

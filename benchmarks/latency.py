@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -37,8 +38,13 @@ def summarize(seconds: list[float]) -> dict[str, float]:
             "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)), "n": len(ms)}
 
 
-def time_calls(call, count: int, label: str) -> list[float]:
-    for _ in range(3):  # warm-up
+def machine_facts() -> dict:
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+
+
+def time_calls(call, count: int, label: str, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
         call()
     durations = []
     for _ in track(range(count), description=label, transient=True):
@@ -59,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.repository / ensemble.NAME).is_dir():
         build_repository(args.repository, BuildOptions(target="cpu"))
     image = args.image.read_bytes()
-    results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor()
-               or platform.machine(), "cpus": __import__("os").cpu_count(), "image": args.image.name,
-               "image_bytes": len(image), "routes": {}}
+    results = {**machine_facts(), "image": args.image.name, "image_bytes": len(image), "routes": {}}
     with TritonServer(args.repository, sagemaker_default_model=ensemble.NAME) as server:
         for protocol in PROTOCOLS:
             url = server.sagemaker_url if protocol.startswith("sagemaker") else (

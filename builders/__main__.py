@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from builders import inception, lama
 from builders.declaration import TARGETS, BuildOptions
-from builders.inception import FORMATS, WeightsError
 from builders.repository import build_repository
 
 
@@ -17,10 +17,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--target", choices=TARGETS, default="cpu",
                         help="gpu: native backends (NVIDIA/SageMaker images); cpu: python-backend runners")
     parser.add_argument("--out", type=Path, required=True, help="repository folder to (re)build")
-    parser.add_argument("--inception-format", choices=sorted(FORMATS), default="onnx")
+    parser.add_argument("--inception-format", choices=sorted(inception.FORMATS), default="onnx")
     parser.add_argument("--inception-weights", type=Path,
                         help="inception_v3_2016_08_28_frozen.pb or a Keras ImageNet .weights.h5 file")
+    parser.add_argument("--lama-format", choices=sorted(lama.FORMATS), default="onnx")
+    parser.add_argument("--lama-weights", type=Path,
+                        help="big-lama best.ckpt, or a TorchScript / state-dict file of the generator")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights used without a file")
+    parser.add_argument("--models", nargs="+", default=(), metavar="NAME",
+                        help="build only these models (default: all)")
     parser.add_argument("--configs-only", action="store_true",
                         help="write config.pbtxt and model files, skip the weights (regenerates model_repository/)")
     return parser.parse_args(argv)
@@ -38,11 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party_logs()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     options = BuildOptions(target=args.target, inception_format=args.inception_format,
-                           inception_weights=args.inception_weights, seed=args.seed,
-                           configs_only=args.configs_only)
+                           inception_weights=args.inception_weights, lama_format=args.lama_format,
+                           lama_weights=args.lama_weights, seed=args.seed,
+                           configs_only=args.configs_only, models=tuple(args.models))
     try:
         built = build_repository(args.out, options)
-    except WeightsError as error:
+    except ValueError as error:  # WeightsError, unknown model names: the message says which
         logging.error("build failed: %s", error)
         return 2
     for model_dir in built:

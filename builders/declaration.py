@@ -12,6 +12,10 @@ from typing import Callable
 TARGETS = ("gpu", "cpu")
 
 
+class WeightsError(ValueError):
+    """A weights file given to a builder is missing or does not fit the model."""
+
+
 @dataclass(frozen=True)
 class Tensor:
     name: str
@@ -32,6 +36,7 @@ class Serving:
     instance_count: int = 1
     parameters: dict[str, str] = field(default_factory=dict)
     runner: str = ""  # module in builders/runners copied to model.py (python backend)
+    helpers: tuple[str, ...] = ("batching",)  # modules in builders/runners copied beside it
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,11 @@ class BuildOptions:
     target: str = "cpu"
     inception_format: str = "onnx"  # or "graphdef" (older Triton images only)
     inception_weights: Path | None = None
+    lama_format: str = "onnx"  # or "torchscript"
+    lama_weights: Path | None = None
     seed: int = 0
     configs_only: bool = False
+    models: tuple[str, ...] = ()  # build only these (and nothing else); empty: all
 
 
 @dataclass

@@ -1,6 +1,5 @@
-"""The ensemble's work without Triton: the built ``model.dali`` and ``model.onnx`` run in-process.
-
-The reference that tests compare the served ensemble with, and that benchmarks time it against.
+"""The ensembles' work without Triton, in-process: the references that tests compare the
+served ensembles with, and that benchmarks time them against.
 """
 from __future__ import annotations
 
@@ -9,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from builders import dali, inception
+from builders import dali, inception, lama, lama_prepare
+from builders.declaration import BuildOptions
+from builders.runners import lama_processing
 
 
 class InProcessEnsemble:
@@ -32,3 +33,19 @@ class InProcessEnsemble:
 
     def classify(self, images: list[bytes]) -> np.ndarray:
         return self.session.run([inception.OUTPUT.name], {inception.INPUT.name: self.preprocess(images)})[0]
+
+
+class InProcessLama:
+    """``ensemble_lama`` without Triton: the eager PyTorch generator between the same pre/post steps."""
+
+    def __init__(self, options: BuildOptions | None = None):
+        self.model = lama.inpainter(options or BuildOptions())
+
+    def inpaint(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """uint8 HxWx3 image, uint8 HxW mask -> uint8 HxWx3."""
+        import torch
+
+        planar, hole, size = lama_processing.prepare(image, mask[..., None], lama_prepare.MAX_SIDE)
+        with torch.no_grad():
+            inpainted = self.model(torch.from_numpy(planar)[None], torch.from_numpy(hole)[None])[0].numpy()
+        return lama_processing.finish(inpainted, size)

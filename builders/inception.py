@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from builders.declaration import (BuildOptions, ModelDeclaration, Serving, Tensor, Warmup,
-                                  WarmupInput)
+from builders.declaration import (BuildOptions, ModelDeclaration, Serving, Tensor, Warmup, WarmupInput,
+                                  WeightsError)
 
 LOG = logging.getLogger(__name__)
 INPUT = Tensor("input", "TYPE_FP32", (299, 299, 3), format="FORMAT_NHWC")
@@ -28,10 +28,6 @@ FORMATS = {  # export format -> (model name, artifact, gpu serving, cpu runner)
     "graphdef": ("inception_graphdef", "model.graphdef",
                  Serving(platform="tensorflow_graphdef", instance_kind="KIND_GPU"), "graphdef_runner"),
 }
-
-
-class WeightsError(ValueError):
-    """The weights file given to the builder is missing or is not an Inception V3."""
 
 
 def model_name(options: BuildOptions) -> str:

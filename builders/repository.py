@@ -7,12 +7,14 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from builders import dali, ensemble_dali_inception, inception
+from builders import (dali, ensemble_dali_inception, ensemble_lama, inception, lama, lama_decode, lama_finish,
+                      lama_prepare)
 from builders.config import write_config
 from builders.declaration import TARGETS, BuildOptions, ModelDeclaration
 
 LOG = logging.getLogger(__name__)
-MODEL_MODULES = (dali, inception, ensemble_dali_inception)
+MODEL_MODULES = (dali, inception, ensemble_dali_inception,
+                 lama_decode, lama_prepare, lama, lama_finish, ensemble_lama)
 RUNNERS_DIR = Path(__file__).resolve().parent / "runners"
 VERSION = "1"
 
@@ -20,7 +22,11 @@ VERSION = "1"
 def declarations(options: BuildOptions) -> list[ModelDeclaration]:
     if options.target not in TARGETS:
         raise ValueError(f"unknown target {options.target!r}; choose one of {', '.join(TARGETS)}")
-    return [module.declare(options) for module in MODEL_MODULES]
+    models = [module.declare(options) for module in MODEL_MODULES]
+    unknown = set(options.models) - {model.name for model in models}
+    if unknown:
+        raise ValueError(f"no model named {', '.join(sorted(unknown))}; known: {', '.join(m.name for m in models)}")
+    return [model for model in models if not options.models or model.name in options.models]
 
 
 def _build_model(model: ModelDeclaration, options: BuildOptions, model_dir: Path) -> None:
@@ -37,7 +43,8 @@ def _build_model(model: ModelDeclaration, options: BuildOptions, model_dir: Path
     runner = model.serving[options.target].runner
     if runner:
         shutil.copy2(RUNNERS_DIR / f"{runner}.py", version_dir / "model.py")
-        shutil.copy2(RUNNERS_DIR / "batching.py", version_dir / "batching.py")
+        for helper in model.serving[options.target].helpers:
+            shutil.copy2(RUNNERS_DIR / f"{helper}.py", version_dir / f"{helper}.py")
 
 
 def build_repository(out_dir: Path, options: BuildOptions) -> list[Path]:

@@ -210,7 +210,7 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode} before it was "
-                                  f"ready; log {self.log_path}:\n{self.log_tail()}")
+                                  f"ready{self.load_failures()}; log {self.log_path}:\n{self.log_tail(15)}")
             try:
                 with urllib.request.urlopen(self._ready_url(), timeout=2) as response:
                     if response.status == 200:
@@ -234,6 +234,14 @@ class TritonServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+    def load_failures(self) -> str:
+        """The server's own "failed to load" errors, which a log tail may have scrolled past."""
+        if self.stream_log or not self.log_path.exists():
+            return ""
+        failures = [line.split('] "', 1)[-1].rstrip('"') for line in self.log_path.read_text(errors="replace")
+                    .splitlines() if line.startswith("E") and "failed to load '" in line]
+        return "".join(f"\n  {failure}" for failure in failures)
 
     def log_tail(self, lines: int = 40) -> str:
         if self.stream_log or not self.log_path.exists():

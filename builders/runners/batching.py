@@ -5,6 +5,7 @@ one batch. If that batch fails, each request is run alone so that one bad reques
 its own error and the others still get their results.
 """
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -12,19 +13,36 @@ import triton_python_backend_utils as pb_utils
 
 
 class BadInput(ValueError):
-    """The request's data cannot be processed: reported to the client as INVALID_ARG."""
+    """The request's data cannot be processed. Any ValueError is reported as INVALID_ARG (HTTP 400)."""
 
 
-def model_settings(args):
-    """(model config, parameters as plain strings, version folder) of the model being loaded."""
-    config = json.loads(args["model_config"])
-    parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-    version_dir = Path(args["model_repository"]) / args["model_version"]
-    return config, parameters, version_dir
+class BatchedModel(ABC):
+    """Base of every runner: tensor names and parameters from the config; ``run`` does the work."""
+
+    def initialize(self, args):
+        self.config = json.loads(args["model_config"])
+        self.parameters = {key: value["string_value"] for key, value in self.config.get("parameters", {}).items()}
+        self.version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.input_names = [tensor["name"] for tensor in self.config["input"]]
+        self.output_names = [tensor["name"] for tensor in self.config["output"]]
+        self.setup()
+
+    def setup(self):
+        """Load what the model runs; called once the config is read."""
+
+    @abstractmethod
+    def run(self, inputs):
+        """dict[input name, list of rows] -> dict[output name, rows]."""
+
+    def execute(self, requests):
+        return execute_batched(requests, self.input_names, self.output_names, self.run)
 
 
 def execute_batched(requests, input_names, output_names, run):
-    """``run(inputs: dict[name, list of arrays]) -> dict[name, array]`` over all rows of all requests."""
+    """``run(inputs: dict[name, list of rows]) -> dict[name, rows]`` over all rows of all requests.
+
+    Rows are per-sample arrays; each request gets its own rows back, stacked.
+    """
     try:
         return _run_together(requests, input_names, output_names, run)
     except Exception as error:  # one request may have spoiled the batch: isolate it
@@ -43,13 +61,20 @@ def _run_together(requests, input_names, output_names, run):
     outputs = run(inputs)
     responses, start = [], 0
     for count in counts:
-        tensors = [pb_utils.Tensor(name, np.ascontiguousarray(outputs[name][start:start + count]))
-                   for name in output_names]
+        tensors = [pb_utils.Tensor(name, _stack(name, outputs[name][start:start + count])) for name in output_names]
         responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         start += count
     return responses
 
 
+def _stack(name, rows):
+    shapes = {np.shape(row) for row in rows}
+    if len(shapes) > 1:
+        raise BadInput(f"the images of one request give {name} of different shapes {sorted(shapes)}: "
+                       "send one image per request, or images of one size")
+    return np.ascontiguousarray(np.stack(rows))
+
+
 def _error_response(error):
-    code = pb_utils.TritonError.INVALID_ARG if isinstance(error, BadInput) else pb_utils.TritonError.INTERNAL
+    code = pb_utils.TritonError.INVALID_ARG if isinstance(error, ValueError) else pb_utils.TritonError.INTERNAL
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))

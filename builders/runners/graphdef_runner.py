@@ -1,24 +1,18 @@
 """Runs ``model.graphdef`` (a frozen TensorFlow graph) on the CPU inside Triton's python backend."""
 import tensorflow as tf
-from batching import execute_batched, model_settings
+from batching import BatchedModel
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        config, parameters, version_dir = model_settings(args)
+class TritonPythonModel(BatchedModel):
+    def setup(self):
         graph_def = tf.compat.v1.GraphDef()
-        graph_def.ParseFromString((version_dir / "model.graphdef").read_bytes())
+        graph_def.ParseFromString((self.version_dir / "model.graphdef").read_bytes())
         graph = tf.Graph()
         with graph.as_default():
             tf.compat.v1.import_graph_def(graph_def, name="")
         self.session = tf.compat.v1.Session(graph=graph)
-        self.input_names = [tensor["name"] for tensor in config["input"]]
-        self.output_names = [tensor["name"] for tensor in config["output"]]
 
-    def execute(self, requests):
-        return execute_batched(requests, self.input_names, self.output_names, self._run)
-
-    def _run(self, inputs):
+    def run(self, inputs):
         feeds = {f"{name}:0": rows for name, rows in inputs.items()}
         results = self.session.run([f"{name}:0" for name in self.output_names], feeds)
         return dict(zip(self.output_names, results))

@@ -1,0 +1,38 @@
+"""The ensemble ``ensemble_lama``: encoded image + encoded mask -> inpainted uint8 image, same size.
+
+    IMAGE, MASK (PNG/JPEG bytes) -> lama_decode (DALI) -> lama_prepare (python: checks,
+    binarise, pad to x8) -> lama (the generator) -> lama_finish (python: crop, uint8) -> INPAINTED
+
+Every step is an ensemble step, so SageMaker's explicit model control loads them all
+with the ensemble. Same config on every target.
+"""
+from __future__ import annotations
+
+from builders import lama, lama_decode, lama_finish, lama_prepare
+from builders.declaration import BuildOptions, EnsembleStep, ModelDeclaration, Serving, Tensor
+
+NAME = "ensemble_lama"
+IMAGE = Tensor("IMAGE", "TYPE_UINT8", (-1,))
+MASK = Tensor("MASK", "TYPE_UINT8", (-1,))
+INPAINTED = Tensor("INPAINTED", "TYPE_UINT8", (-1, -1, 3))
+
+
+def declare(options: BuildOptions) -> ModelDeclaration:
+    ensemble = Serving(platform="ensemble")
+    steps = [
+        EnsembleStep(lama_decode.NAME, {lama_decode.ENCODED_IMAGE.name: IMAGE.name,
+                                        lama_decode.ENCODED_MASK.name: MASK.name},
+                     {lama_decode.IMAGE.name: "decoded_image", lama_decode.MASK.name: "decoded_mask"}),
+        EnsembleStep(lama_prepare.NAME, {lama_decode.IMAGE.name: "decoded_image",
+                                         lama_decode.MASK.name: "decoded_mask"},
+                     {lama.IMAGE.name: "padded_image", lama.MASK.name: "padded_mask",
+                      lama_prepare.SIZE.name: "original_size"}),
+        EnsembleStep(lama.NAME, {lama.IMAGE.name: "padded_image", lama.MASK.name: "padded_mask"},
+                     {lama.OUTPUT.name: "padded_inpainted"}),
+        EnsembleStep(lama_finish.NAME, {lama.OUTPUT.name: "padded_inpainted",
+                                        lama_prepare.SIZE.name: "original_size"},
+                     {lama_finish.INPAINTED.name: INPAINTED.name}),
+    ]
+    return ModelDeclaration(name=NAME, inputs=[IMAGE, MASK], outputs=[INPAINTED],
+                            max_batch_size=lama.MAX_BATCH_SIZE, serving={"gpu": ensemble, "cpu": ensemble},
+                            steps=steps)

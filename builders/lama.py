@@ -1,0 +1,146 @@
+"""The LaMa inpainting model ``lama``: image + mask in, inpainted image out.
+
+Inputs ``image`` FP32 [3, H, W] in [0, 1] and ``mask`` FP32 [1, H, W] (non-zero = hole);
+output ``inpainted`` FP32 [3, H, W]: the generator's prediction inside the hole, the
+input image outside it. H and W are dynamic and must be multiples of 8 (the
+``ensemble_lama`` pads for you). Requests of equal size are batched together.
+
+Exported as ONNX (``onnxruntime_onnx``, the default) or TorchScript
+(``pytorch_libtorch``); both come from ``torch.jit.trace`` of the same module, whose
+Fourier units use matrix-product DFTs so that the ONNX graph has no DFT node.
+
+Weights: the official big-lama ``best.ckpt``, or a TorchScript / state-dict file of this
+generator, from ``--lama-weights``; otherwise seeded random weights, said loudly.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from builders.declaration import BuildOptions, ModelDeclaration, Serving, Tensor, WeightsError
+
+LOG = logging.getLogger(__name__)
+NAME = "lama"
+IMAGE = Tensor("image", "TYPE_FP32", (3, -1, -1))
+MASK = Tensor("mask", "TYPE_FP32", (1, -1, -1))
+OUTPUT = Tensor("inpainted", "TYPE_FP32", (3, -1, -1))
+MAX_BATCH_SIZE = 4
+ONNX_OPSET = 17
+TRACE_SIZE = (64, 96)  # any multiple of 8: the traced graph keeps H and W symbolic
+FORMATS = {  # export format -> (artifact, gpu serving, cpu runner)
+    "onnx": ("model.onnx", Serving(platform="onnxruntime_onnx", instance_kind="KIND_GPU"), "onnx_runner"),
+    "torchscript": ("model.pt", Serving(platform="pytorch_libtorch", instance_kind="KIND_GPU"),
+                    "torchscript_runner"),
+}
+
+
+def inpainter(options: BuildOptions):
+    """The ``lama`` model as a torch module: binarise, mask the image, generate, composite."""
+    import torch
+    from torch import nn
+
+    from builders.lama_architecture import FFCResNetGenerator
+
+    class LamaInpainter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.generator = FFCResNetGenerator()
+
+        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            hole = (mask > 0).to(image.dtype)
+            prediction = self.generator(torch.cat([image * (1 - hole), hole], dim=1))
+            return hole * prediction + (1 - hole) * image
+
+    torch.manual_seed(options.seed)
+    model = LamaInpainter()
+    if options.lama_weights is not None:
+        model.generator.load_state_dict(read_generator_weights(Path(options.lama_weights)), strict=True)
+    else:
+        LOG.warning("\n%s\n!! LaMa: no weights file given, building big-lama with RANDOM weights (seed %d).\n"
+                    "!! It fills holes with noise. Pass --lama-weights big-lama/models/best.ckpt for real\n"
+                    "!! inpainting.\n%s", "!" * 72, options.seed, "!" * 72)
+    return model.eval()
+
+
+def read_generator_weights(path: Path) -> dict:
+    """Generator tensors from an official checkpoint, a state dict, or a TorchScript file."""
+    import torch
+
+    from builders.lama_architecture import FFCResNetGenerator, generator_state_dict
+
+    if not path.is_file():
+        raise WeightsError(f"LaMa weights file {path} does not exist")
+    try:
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:  # not TorchScript: a pickled checkpoint the user chose to trust
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as error:  # torch.load raises many kinds on foreign files
+            raise WeightsError(f"{path} is neither a PyTorch checkpoint nor TorchScript: {error}") from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
+    generator = generator_state_dict(state) or dict(state)
+    expected = FFCResNetGenerator().state_dict()
+    missing = sorted(set(expected) - set(generator))
+    unexpected = sorted(set(generator) - set(expected))
+    if missing or unexpected:
+        raise WeightsError(f"{path} does not fit big-lama's generator: {len(missing)} missing keys "
+                               f"(first: {missing[:3]}), {len(unexpected)} unexpected (first: {unexpected[:3]})")
+    return generator
+
+
+def weights_description(options: BuildOptions) -> str:
+    if options.lama_weights is None:
+        return f"random (seed {options.seed}): NOT trained, fills holes with noise"
+    return f"big-lama weights {Path(options.lama_weights).name}"
+
+
+def example_inputs(height: int = TRACE_SIZE[0], width: int = TRACE_SIZE[1], batch: int = 1):
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    image = torch.rand(batch, 3, height, width, generator=generator)
+    mask = (torch.rand(batch, 1, height, width, generator=generator) > 0.7).float()
+    return image, mask
+
+
+def traced(model):
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what pytorch_libtorch serves
+        return torch.jit.trace(model, example_inputs(), check_trace=False)
+
+
+def export_onnx(model, path: Path) -> None:
+    import torch
+
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # constant-folding notes about Slice steps
+        torch.onnx.export(model, example_inputs(), str(path), dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=[IMAGE.name, MASK.name], output_names=[OUTPUT.name],
+                          dynamic_axes={IMAGE.name: dynamic, MASK.name: dynamic, OUTPUT.name: dynamic})
+
+
+def export(version_dir: Path, options: BuildOptions) -> dict[str, bytes]:
+    model = inpainter(options)
+    artifact = version_dir / FORMATS[options.lama_format][0]
+    if options.lama_format == "torchscript":
+        traced(model).save(str(artifact))
+    else:
+        export_onnx(model, artifact)
+    LOG.info("LaMa exported as %s (weights: %s)", artifact.name, weights_description(options))
+    return {}
+
+
+def declare(options: BuildOptions) -> ModelDeclaration:
+    artifact, gpu, runner = FORMATS[options.lama_format]
+    if options.lama_weights is not None and not Path(options.lama_weights).is_file():
+        raise WeightsError(f"LaMa weights file {options.lama_weights} does not exist")
+    return ModelDeclaration(
+        name=NAME, inputs=[IMAGE, MASK], outputs=[OUTPUT], max_batch_size=MAX_BATCH_SIZE,
+        serving={"gpu": gpu, "cpu": Serving(backend="python", instance_kind="KIND_CPU", runner=runner)},
+        artifact=artifact, dynamic_batching_delay_us=1000,
+        parameters={"weights": weights_description(options)}, export=export)

@@ -1,0 +1,132 @@
+"""The LaMa generator is big-lama, layer for layer, and its exports agree with it."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from builders import lama
+from builders.declaration import BuildOptions, WeightsError
+from builders.lama_architecture import FFCResNetGenerator, FourierUnit, irfft2_ortho, rfft2_ortho
+
+
+@pytest.fixture(scope="module")
+def eager():
+    return lama.inpainter(BuildOptions())  # seed 0: the weights of the session's built repository
+
+
+def test_generator_state_dict_has_big_lamas_tensor_count_parameter_count_and_key_shapes():
+    generator = FFCResNetGenerator()
+    state = generator.state_dict()
+    parameters = list(generator.parameters())
+    assert (len(state), len(parameters), len(state) - len(parameters)) == (989, 533, 456)
+    assert sum(p.numel() for p in parameters) == 50_975_875
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in generator.modules()) == 152
+    keys = list(state)
+    assert keys[:2] == ["model.1.ffc.convl2l.weight", "model.1.bn_l.weight"] and keys[-2:] == ["model.34.weight", "model.34.bias"]
+    shapes = {
+        "model.1.ffc.convl2l.weight": (64, 4, 7, 7), "model.2.ffc.convl2l.weight": (128, 64, 3, 3),
+        "model.4.ffc.convl2l.weight": (128, 256, 3, 3), "model.4.ffc.convl2g.weight": (384, 256, 3, 3),
+        "model.4.bn_l.weight": (128,), "model.4.bn_g.weight": (384,),
+        "model.5.conv1.ffc.convg2g.conv1.0.weight": (192, 384, 1, 1),
+        "model.5.conv1.ffc.convg2g.fu.conv_layer.weight": (384, 384, 1, 1),
+        "model.5.conv1.ffc.convg2g.conv2.weight": (384, 192, 1, 1),
+        "model.30.weight": (128, 64, 3, 3), "model.31.weight": (64,), "model.34.weight": (3, 64, 7, 7),
+        "model.34.bias": (3,),
+    }
+    assert {key: tuple(state[key].shape) for key in shapes} == shapes
+    for block in range(5, 23):
+        assert sum(key.startswith(f"model.{block}.") for key in keys) == 52
+
+
+@pytest.mark.parametrize("height,width", [(8, 8), (7, 9), (64, 65), (5, 4)])
+def test_matrix_dft_equals_torch_fft_forward_and_inverse(height, width):
+    x = torch.randn(2, 3, height, width, dtype=torch.float32)
+    real, imag = rfft2_ortho(x)
+    expected = torch.fft.rfftn(x, dim=(-2, -1), norm="ortho")
+    assert torch.allclose(real, expected.real, atol=1e-5) and torch.allclose(imag, expected.imag, atol=1e-5)
+    spectrum = torch.randn_like(expected)
+    inverse = torch.fft.irfftn(spectrum, s=(height, width), dim=(-2, -1), norm="ortho")
+    assert torch.allclose(irfft2_ortho(spectrum.real, spectrum.imag, x), inverse, atol=1e-5)
+
+
+def test_fourier_unit_equals_the_fft_formulation_of_the_reference():
+    torch.manual_seed(0)
+    unit = FourierUnit(6).eval()
+    unit.bn.running_mean.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 6, 16, 24)
+    # The reference: rfftn, interleave (re, im) per channel, 1x1 conv + BN + ReLU, irfftn.
+    spectrum = torch.fft.rfftn(x, dim=(-2, -1), norm="ortho")
+    stacked = torch.stack((spectrum.real, spectrum.imag), dim=-1).permute(0, 1, 4, 2, 3).reshape(2, 12, 16, 13)
+    mixed = unit.relu(unit.bn(unit.conv_layer(stacked))).view(2, 6, 2, 16, 13).permute(0, 1, 3, 4, 2)
+    expected = torch.fft.irfftn(torch.complex(mixed[..., 0], mixed[..., 1]), s=(16, 24), dim=(-2, -1), norm="ortho")
+    with torch.no_grad():
+        assert torch.allclose(unit(x), expected, atol=1e-5)
+
+
+def test_official_checkpoint_layout_loads_strictly_ignoring_other_networks(tmp_path):
+    weights = {f"generator.{key}": torch.randn_like(value) if value.is_floating_point() else value
+               for key, value in FFCResNetGenerator().state_dict().items()}
+    checkpoint = {"state_dict": {**weights, "discriminator.model.0.0.weight": torch.zeros(64, 3, 4, 4),
+                                 "loss_resnet_pl.impl.conv1.weight": torch.zeros(1)},
+                  "hyper_parameters": {"generator": {"kind": "ffc_resnet"}}, "epoch": 40}
+    path = tmp_path / "best.ckpt"
+    torch.save(checkpoint, path)
+    model = lama.inpainter(BuildOptions(lama_weights=path))
+    loaded = model.generator.state_dict()["model.5.conv1.ffc.convg2g.fu.conv_layer.weight"]
+    assert torch.equal(loaded, weights["generator.model.5.conv1.ffc.convg2g.fu.conv_layer.weight"])
+    assert lama.weights_description(BuildOptions(lama_weights=path)) == "big-lama weights best.ckpt"
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_naming_the_keys(tmp_path):
+    state = FFCResNetGenerator().state_dict()
+    state.pop("model.34.bias")
+    state["model.99.weight"] = torch.zeros(1)
+    path = tmp_path / "other.pth"
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match=r"1 missing keys \(first: \['model.34.bias'\]\), 1 unexpected"):
+        lama.read_generator_weights(path)
+    with pytest.raises(WeightsError, match="does not exist"):
+        lama.read_generator_weights(tmp_path / "nope.ckpt")
+
+
+def test_onnx_torchscript_and_eager_agree_at_several_sizes(cpu_repository, eager, tmp_path):
+    scripted = lama.traced(eager)
+    scripted.save(str(tmp_path / "model.pt"))
+    assert lama.read_generator_weights(tmp_path / "model.pt").keys() == FFCResNetGenerator().state_dict().keys()
+    session = ort.InferenceSession(str(cpu_repository / "lama" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    for height, width, batch in [(64, 96, 1), (72, 128, 2), (136, 80, 1)]:
+        image, mask = lama.example_inputs(height, width, batch)
+        with torch.no_grad():
+            expected = eager(image, mask).numpy()
+            from_script = scripted(image, mask).numpy()
+        from_onnx = session.run(None, {"image": image.numpy(), "mask": mask.numpy()})[0]
+        assert from_onnx.shape == expected.shape == (batch, 3, height, width)
+        assert np.abs(from_script - expected).max() < 1e-5
+        assert np.abs(from_onnx - expected).max() < 1e-4
+        outside = mask.numpy().repeat(3, axis=1) == 0
+        assert np.array_equal(from_onnx[outside], image.numpy()[outside])
+
+
+def test_torchscript_export_is_served_by_its_runner_and_equals_eager(eager, tmp_path):
+    from builders.repository import build_repository
+    from clients.protocols import Route, infer
+    from local_server import TritonServer
+
+    repository = tmp_path / "torchscript"
+    build_repository(repository, BuildOptions(target="cpu", lama_format="torchscript", models=("lama",)))
+    assert (repository / "lama" / "1" / "model.pt").is_file() and not (repository / "dali").exists()
+    image, mask = lama.example_inputs(72, 104, batch=2)
+    with TritonServer(repository) as server:
+        served = infer(Route("http-binary", server.http_url), lama.NAME,
+                       {"image": image.numpy(), "mask": mask.numpy()}, ["inpainted"])["inpainted"]
+    with torch.no_grad():
+        assert np.abs(served - eager(image, mask).numpy()).max() < 1e-5
+
+
+def test_unknown_model_name_is_refused():
+    from builders.repository import declarations
+
+    with pytest.raises(ValueError, match="no model named lamma"):
+        declarations(BuildOptions(models=("lamma",)))
