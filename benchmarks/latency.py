@@ -26,7 +26,7 @@ from builders.declaration import BuildOptions
 from builders.in_process import InProcessEnsemble
 from builders.repository import build_repository
 from clients.classify import classify_scores
-from clients.protocols import PROTOCOLS, Route
+from clients.protocols import SERVER_PROTOCOLS, server_route
 from local_server import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,10 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     image = args.image.read_bytes()
     results = {**machine_facts(), "image": args.image.name, "image_bytes": len(image), "routes": {}}
     with TritonServer(args.repository, sagemaker_default_model=ensemble.NAME) as server:
-        for protocol in PROTOCOLS:
-            url = server.sagemaker_url if protocol.startswith("sagemaker") else (
-                server.grpc_url if protocol == "grpc" else server.http_url)
-            route = Route(protocol, url)
+        for protocol in SERVER_PROTOCOLS:
+            route = server_route(server, protocol)
             durations = time_calls(lambda: classify_scores(route, [image]), args.requests, protocol)
             results["routes"][protocol] = summarize(durations)
     reference = InProcessEnsemble(args.repository)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from builders import ensemble_dali_inception as ensemble
-from clients.protocols import PROTOCOLS, RequestError, Route, infer
+from clients.protocols import RequestError, Route, add_route_arguments, infer, route_from_arguments
 
 
 def encoded_batch(images: list[bytes]) -> np.ndarray:
@@ -47,31 +47,24 @@ def _parse_class(entry: bytes | str) -> tuple[float, int, str]:
     return float(score), int(index), label
 
 
-def default_url(protocol: str) -> str:
-    if protocol.startswith("sagemaker"):
-        return "http://127.0.0.1:8080"
-    return "127.0.0.1:8001" if protocol == "grpc" else "127.0.0.1:8000"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clients.classify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", type=Path)
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="http-binary")
-    parser.add_argument("--url", help="server address (default: the protocol's usual local port)")
+    add_route_arguments(parser)
     parser.add_argument("--top-k", type=int, default=5)
     args = parser.parse_args(argv)
     missing = [str(path) for path in args.images if not path.is_file()]
     if missing:
         parser.error(f"no such image file: {', '.join(missing)}")
-    route = Route(args.protocol, args.url or default_url(args.protocol))
+    route = route_from_arguments(parser, args)
     try:
         ranked = classify_top_k(route, [path.read_bytes() for path in args.images], args.top_k)
     except (RequestError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for path, classes in zip(args.images, ranked):
-        print(f"{path} ({args.protocol} {route.url}):")
+        print(f"{path} ({args.protocol} {route.endpoint_name or route.url}):")
         for score, index, label in classes:
             print(f"  {score:.4f}  {index:4d}  {label}")
     return 0

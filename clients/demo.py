@@ -11,7 +11,7 @@ from pathlib import Path
 from builders.__main__ import main as build
 from builders import ensemble_dali_inception as ensemble
 from clients.classify import classify_top_k
-from clients.protocols import PROTOCOLS, Route
+from clients.protocols import SERVER_PROTOCOLS, server_route
 from local_server import ServerError, TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,10 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         print(f"[3/3] classifying {args.image} over every route", flush=True)
-        for protocol in PROTOCOLS:
-            url = server.sagemaker_url if protocol.startswith("sagemaker") else (
-                server.grpc_url if protocol == "grpc" else server.http_url)
-            ranked = classify_top_k(Route(protocol, url), [args.image.read_bytes()], args.top_k)[0]
+        for protocol in SERVER_PROTOCOLS:
+            ranked = classify_top_k(server_route(server, protocol), [args.image.read_bytes()], args.top_k)[0]
             print(f"  {protocol:17s} " + "; ".join(f"{label} ({score:.5f})" for score, _, label in ranked))
     finally:
         server.stop()

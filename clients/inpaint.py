@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from builders import ensemble_lama
-from clients.classify import default_url, encoded_batch
+from clients.classify import encoded_batch
 from clients.colormap import ColorMapError, binary_mask, class_color, parse_hex, read_color_map
-from clients.protocols import PROTOCOLS, RequestError, Route, infer
+from clients.protocols import RequestError, Route, add_route_arguments, infer, route_from_arguments
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("image", type=Path)
     parser.add_argument("mask", type=Path)
     parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="http-binary")
-    parser.add_argument("--url", help="server address (default: the protocol's usual local port)")
+    add_route_arguments(parser)
     parser.add_argument("--class", dest="class_name", help="class of a Ground Truth colour mask to remove")
     parser.add_argument("--manifest", type=Path, help="Ground Truth output manifest holding the colour map")
     parser.add_argument("--color", help="colour (#rrggbb) of a colour mask to remove")
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in (args.image, args.mask, args.manifest) if p is not None and not p.is_file()]
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
-    route = Route(args.protocol, args.url or default_url(args.protocol))
+    route = route_from_arguments(parser, args)
     try:
         result = inpaint(route, args.image.read_bytes(), mask_for(args.mask, args.class_name, args.manifest,
                                                                   args.color))

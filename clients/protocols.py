@@ -5,6 +5,8 @@ binary+json). Payloads are built and parsed by tritonclient on every route.
 """
 from __future__ import annotations
 
+import argparse
+import functools
 import re
 from dataclasses import dataclass
 
@@ -14,7 +16,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-PROTOCOLS = ("http-json", "http-binary", "grpc", "sagemaker-json", "sagemaker-binary")
+SERVER_PROTOCOLS = ("http-json", "http-binary", "grpc", "sagemaker-json", "sagemaker-binary")  # a tritonserver's own
+PROTOCOLS = (*SERVER_PROTOCOLS, "sagemaker-endpoint")
+SAGEMAKER_REALTIME_LIMIT = 6 * 1024 * 1024  # bytes of request body a real-time endpoint accepts
 SAGEMAKER_BINARY_TYPE = "application/vnd.sagemaker-triton.binary+json"
 HEADER_SIZE = re.compile(r"json-header-size=(\d+)")
 
@@ -26,8 +30,10 @@ class RequestError(RuntimeError):
 @dataclass(frozen=True)
 class Route:
     protocol: str
-    url: str  # host:port for http/grpc, http://host:port for SageMaker
+    url: str  # host:port for http/grpc, http://host:port for SageMaker; for an endpoint, an endpoint_url or ""
     timeout_s: float = 120.0
+    endpoint_name: str = ""  # sagemaker-endpoint: the deployed endpoint, called through boto3
+    region: str | None = None
 
 
 def _binary(protocol: str) -> bool:
@@ -81,6 +87,38 @@ def _sagemaker_infer(route: Route, inputs, outputs, class_count) -> dict[str, np
     return {name: result.as_numpy(name) for name in outputs}
 
 
+@functools.lru_cache(maxsize=8)
+def _runtime_client(region: str | None, endpoint_url: str, timeout_s: float):
+    """One boto3 client per endpoint: building one costs milliseconds, which a benchmark would count."""
+    import boto3
+    import botocore.config
+
+    config = botocore.config.Config(read_timeout=timeout_s, retries={"max_attempts": 1})
+    return boto3.session.Session().client("sagemaker-runtime", region_name=region,
+                                          endpoint_url=endpoint_url or None, config=config)
+
+
+def _endpoint_infer(route: Route, inputs, outputs, class_count) -> dict[str, np.ndarray]:
+    """boto3 ``invoke_endpoint`` with a binary+json body, refused locally when over the 6 MB limit."""
+    import botocore.exceptions
+
+    body, content_type = sagemaker_body(inputs, outputs, binary=True, class_count=class_count)
+    if len(body) > SAGEMAKER_REALTIME_LIMIT:
+        raise RequestError(f"the request body is {len(body) / 2**20:.1f} MiB, over the 6 MiB limit of a SageMaker "
+                           "real-time endpoint: send fewer or smaller images, or use an async endpoint")
+    try:
+        runtime = _runtime_client(route.region, route.url, route.timeout_s)
+        response = runtime.invoke_endpoint(EndpointName=route.endpoint_name, ContentType=content_type, Body=body)
+    except botocore.exceptions.NoCredentialsError:
+        raise RequestError("no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
+    except botocore.exceptions.NoRegionError:
+        raise RequestError("no AWS region: pass --region or set AWS_DEFAULT_REGION") from None
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+        raise RequestError(f"endpoint {route.endpoint_name}: {error}") from None
+    result = parse_sagemaker_response(response["Body"].read(), response["ContentType"])
+    return {name: result.as_numpy(name) for name in outputs}
+
+
 def _error_text(response: requests.Response) -> str:
     try:
         return response.json().get("error", response.text)
@@ -93,6 +131,8 @@ def infer(route: Route, model: str, inputs: dict[str, np.ndarray], outputs: list
     """Run ``model`` on ``inputs``; with ``class_count`` the server returns "score:index:label" strings."""
     if route.protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {route.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if route.protocol == "sagemaker-endpoint":
+        return _endpoint_infer(route, inputs, outputs, class_count)
     if route.protocol.startswith("sagemaker"):
         return _sagemaker_infer(route, inputs, outputs, class_count)
     try:
@@ -107,3 +147,33 @@ def infer(route: Route, model: str, inputs: dict[str, np.ndarray], outputs: list
     except InferenceServerException as error:
         raise RequestError(f"{route.protocol} {route.url}: {error.message()}") from None
     return {name: result.as_numpy(name) for name in outputs}
+
+
+def server_route(server, protocol: str) -> Route:
+    """The route to a running ``local_server.TritonServer`` over one of its own protocols."""
+    if protocol.startswith("sagemaker"):
+        return Route(protocol, server.sagemaker_url)
+    return Route(protocol, server.grpc_url if protocol == "grpc" else server.http_url)
+
+
+def default_url(protocol: str) -> str:
+    if protocol == "sagemaker-endpoint":
+        return ""  # boto3 finds the regional endpoint
+    if protocol.startswith("sagemaker"):
+        return "http://127.0.0.1:8080"
+    return "127.0.0.1:8001" if protocol == "grpc" else "127.0.0.1:8000"
+
+
+def add_route_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="http-binary")
+    parser.add_argument("--url", help="server address (default: the protocol's usual local port); for "
+                                      "sagemaker-endpoint, an endpoint_url overriding AWS's")
+    parser.add_argument("--endpoint-name", default="", help="sagemaker-endpoint: the deployed endpoint")
+    parser.add_argument("--region", help="sagemaker-endpoint: AWS region (default: boto3's)")
+
+
+def route_from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Route:
+    if args.protocol == "sagemaker-endpoint" and not args.endpoint_name:
+        parser.error("--protocol sagemaker-endpoint needs --endpoint-name")
+    return Route(args.protocol, args.url or default_url(args.protocol), endpoint_name=args.endpoint_name,
+                 region=args.region)

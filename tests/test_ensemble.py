@@ -11,20 +11,15 @@ import requests
 from builders import dali, inception
 from builders import ensemble_dali_inception as ensemble
 from clients.classify import classify_scores, classify_top_k, encoded_batch
-from clients.protocols import PROTOCOLS, Route, infer
+from clients.protocols import SERVER_PROTOCOLS, infer, server_route
 from builders.in_process import InProcessEnsemble
 
 RTOL = 1e-4  # relative: random-weight softmax scores are all near 1/1001
 
 
-def route(server, protocol: str) -> Route:
-    url = {"grpc": server.grpc_url}.get(protocol, server.http_url)
-    return Route(protocol, server.sagemaker_url if protocol.startswith("sagemaker") else url)
-
-
 def test_served_ensemble_equals_in_process_dali_and_onnx_on_real_photos(server, cpu_repository, photos):
     images = list(photos.values())
-    served = np.stack([classify_scores(route(server, "http-binary"), [image])[0] for image in images])
+    served = np.stack([classify_scores(server_route(server, "http-binary"), [image])[0] for image in images])
     expected = InProcessEnsemble(cpu_repository).classify(images)
     np.testing.assert_allclose(served, expected, rtol=RTOL, atol=1e-7)
     assert served.shape == (len(images), 1001)
@@ -34,7 +29,7 @@ def test_served_ensemble_equals_in_process_dali_and_onnx_on_real_photos(server, 
 
 def test_served_dali_preprocessing_equals_in_process_pipeline_within_1e4(server, photos):
     image = photos["astronaut"]
-    served = infer(route(server, "http-binary"), dali.NAME, {dali.INPUT.name: encoded_batch([image])},
+    served = infer(server_route(server, "http-binary"), dali.NAME, {dali.INPUT.name: encoded_batch([image])},
                    [dali.OUTPUT.name])[dali.OUTPUT.name]
     expected = InProcessEnsemble(server.repository).preprocess([image])
     assert served.shape == (1, 299, 299, 3) and served.dtype == np.float32
@@ -42,25 +37,25 @@ def test_served_dali_preprocessing_equals_in_process_pipeline_within_1e4(server,
     assert -1.0 <= served.min() < -0.5 and 0.5 < served.max() <= 1.0
 
 
-@pytest.mark.parametrize("protocol", [p for p in PROTOCOLS if p != "http-binary"])
+@pytest.mark.parametrize("protocol", [p for p in SERVER_PROTOCOLS if p != "http-binary"])
 def test_every_route_gives_the_http_binary_result(server, photos, protocol):
     images = [photos["chelsea"], photos["coffee"]]
-    baseline = classify_scores(route(server, "http-binary"), images)
-    np.testing.assert_allclose(classify_scores(route(server, protocol), images), baseline, rtol=1e-6)
+    baseline = classify_scores(server_route(server, "http-binary"), images)
+    np.testing.assert_allclose(classify_scores(server_route(server, protocol), images), baseline, rtol=1e-6)
 
 
 def test_one_padded_request_of_differently_sized_jpegs_equals_single_requests(server, photos):
     images = list(photos.values())
     assert len({len(image) for image in images}) == len(images)
-    batched = classify_scores(route(server, "http-binary"), images)
-    singles = np.stack([classify_scores(route(server, "grpc"), [image])[0] for image in images])
+    batched = classify_scores(server_route(server, "http-binary"), images)
+    singles = np.stack([classify_scores(server_route(server, "grpc"), [image])[0] for image in images])
     np.testing.assert_allclose(batched, singles, rtol=RTOL, atol=1e-7)
 
 
 def test_concurrent_requests_of_different_lengths_batch_raggedly_and_keep_their_results(server, photos):
     images = list(photos.values()) * 4
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda image: classify_scores(route(server, "grpc"), [image])[0], images))
+        results = list(pool.map(lambda image: classify_scores(server_route(server, "grpc"), [image])[0], images))
     expected = InProcessEnsemble(server.repository).classify(images)
     np.testing.assert_allclose(np.stack(results), expected, rtol=RTOL, atol=1e-7)
     stats = requests.get(f"http://{server.http_url}/v2/models/{dali.NAME}/stats", timeout=10).json()
@@ -72,7 +67,7 @@ def test_the_posts_json_payload_works_unchanged_over_http_and_sagemaker(server, 
     image = np.frombuffer(photos["chelsea"], dtype=np.uint8)
     payload = {"inputs": [{"name": "INPUT", "shape": [1, len(image)], "datatype": "UINT8",
                            "data": image.tolist()}]}
-    expected = classify_scores(route(server, "http-binary"), [photos["chelsea"]])
+    expected = classify_scores(server_route(server, "http-binary"), [photos["chelsea"]])
     for url in (f"http://{server.http_url}/v2/models/ensemble_dali_inception/infer",
                 f"{server.sagemaker_url}/invocations"):
         response = requests.post(url, data=json.dumps(payload), headers={"Content-Type": "application/json"},
@@ -96,8 +91,8 @@ def test_sagemaker_binary_json_response_keeps_the_binary_content_type(server, ph
 def test_top_k_labels_come_from_the_label_file_with_background_first(server, cpu_repository, photos):
     labels = (cpu_repository / ensemble.NAME / inception.OUTPUT.label_filename).read_text().splitlines()
     assert len(labels) == 1001 and labels[0] == "background" and labels[1] == "tench"
-    scores = classify_scores(route(server, "http-binary"), [photos["rocket"]])[0]
+    scores = classify_scores(server_route(server, "http-binary"), [photos["rocket"]])[0]
     for protocol in ("http-json", "grpc", "sagemaker-binary"):
-        ranked = classify_top_k(route(server, protocol), [photos["rocket"]], top_k=3)[0]
+        ranked = classify_top_k(server_route(server, protocol), [photos["rocket"]], top_k=3)[0]
         assert [index for _, index, _ in ranked] == list(np.argsort(-scores)[:3])
         assert all(label == labels[index] for _, index, label in ranked)

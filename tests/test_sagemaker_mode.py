@@ -52,3 +52,67 @@ def test_sagemaker_start_up_needs_a_default_model_that_exists(opt_ml_model):
         sagemaker_arguments(opt_ml_model, {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": "nope"})
     with pytest.raises(ServerError, match=r"is not set and .* holds 8 model folders"):
         sagemaker_arguments(opt_ml_model, {})
+
+
+@pytest.fixture(scope="module")
+def endpoint(opt_ml_model, monkeypatch_module):
+    """A SageMaker-mode server behind the local /endpoints/<name>/invocations route, reached by boto3."""
+    from local_server.endpoint_route import EndpointRoute
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch_module.setenv(name, value)
+    with TritonServer(opt_ml_model, sagemaker_mode=True, sagemaker_default_model=ensemble.NAME) as sagemaker:
+        with EndpointRoute({"vision-endpoint": sagemaker.sagemaker_url}) as route:
+            yield route
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def endpoint_route(route, name: str = "vision-endpoint") -> Route:
+    return Route("sagemaker-endpoint", route.url, endpoint_name=name, region="us-east-1")
+
+
+def test_boto3_invoke_endpoint_route_gives_the_http_result(endpoint, server, photos):
+    images = [photos["chelsea"], photos["rocket"]]
+    np.testing.assert_allclose(classify_scores(endpoint_route(endpoint), images),
+                               classify_scores(Route("http-binary", server.http_url), images), rtol=1e-6)
+
+
+def test_body_over_the_6_mb_real_time_limit_is_refused_before_sending(endpoint):
+    from clients.protocols import RequestError
+
+    seen = endpoint.requests_seen
+    with pytest.raises(RequestError, match="over the 6 MiB limit of a SageMaker real-time endpoint"):
+        classify_scores(endpoint_route(endpoint), [b"\xff\xd8" + bytes(7 * 2**20)])
+    assert endpoint.requests_seen == seen
+
+
+def test_bad_image_through_the_endpoint_is_a_model_error_with_tritons_message(endpoint, photos):
+    from clients.protocols import RequestError
+
+    with pytest.raises(RequestError, match=r"ModelError.*could not decode the image data"):
+        classify_scores(endpoint_route(endpoint), [photos["coffee"][:5000]])
+    with pytest.raises(RequestError, match="Endpoint no-such-endpoint not found"):
+        classify_scores(endpoint_route(endpoint, "no-such-endpoint"), [photos["coffee"]])
+
+
+def test_missing_credentials_give_one_clear_line_and_no_traceback(endpoint, photos, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    image = tmp_path / "coffee.jpg"
+    image.write_bytes(photos["coffee"])
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true")
+    result = subprocess.run([sys.executable, "-m", "clients.classify", str(image), "--protocol", "sagemaker-endpoint",
+                             "--endpoint-name", "vision-endpoint", "--url", endpoint.url, "--region", "us-east-1"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
