@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test configs bench clean
+.PHONY: install system-deps demo test configs bench clean
 
 install: $(VENV)/.installed
 
@@ -16,15 +16,20 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m clients.demo
 
-test: install
+# perf_analyzer (the benchmarks' cross-check) needs libb64 from Debian.
+system-deps:
+	@dpkg -s libb64-0d >/dev/null 2>&1 || { apt-get install -y -q libb64-0d || \
+	  { apt-get update -q && apt-get install -y -q libb64-0d; }; }
+
+test: install system-deps
 	$(PY) -m pytest
 
 # Regenerate the committed gpu configs after changing a builder.
 configs: install
 	$(PY) -m builders --target gpu --configs-only --out model_repository
 
-bench: install
-	$(PY) -m benchmarks.latency
+bench: install system-deps
+	$(PY) -m benchmarks
 	$(PY) -m benchmarks.lama_latency
 
 clean:

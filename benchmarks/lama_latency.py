@@ -19,7 +19,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.latency import ROOT, machine_facts, summarize, time_calls
+from benchmarks.timing import ROOT, machine_facts, summarize, time_calls
 from builders import ensemble_lama
 from builders.declaration import BuildOptions
 from builders.in_process import InProcessLama

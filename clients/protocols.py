@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +79,7 @@ def parse_sagemaker_response(body: bytes, content_type: str) -> httpclient.Infer
 
 def _sagemaker_infer(route: Route, inputs, outputs, class_count) -> dict[str, np.ndarray]:
     body, content_type = sagemaker_body(inputs, outputs, _binary(route.protocol), class_count)
-    response = requests.post(f"{route.url}/invocations", data=body,
+    response = _http_session().post(f"{route.url}/invocations", data=body,
                              headers={"Content-Type": content_type}, timeout=route.timeout_s)
     if response.status_code != 200:
         raise RequestError(f"HTTP {response.status_code} from {route.url}/invocations: "
@@ -126,6 +127,24 @@ def _error_text(response: requests.Response) -> str:
         return response.text
 
 
+_THREAD_CLIENTS = threading.local()
+
+
+def _triton_client(route: Route):
+    """This thread's client for the route: connections are kept open between requests."""
+    clients = _THREAD_CLIENTS.__dict__.setdefault("clients", {})
+    key = (route.protocol == "grpc", route.url, route.timeout_s)
+    if key not in clients:
+        clients[key] = (grpcclient.InferenceServerClient(route.url) if route.protocol == "grpc" else
+                        httpclient.InferenceServerClient(route.url, network_timeout=route.timeout_s,
+                                                         connection_timeout=route.timeout_s))
+    return clients[key]
+
+
+def _http_session() -> requests.Session:
+    return _THREAD_CLIENTS.__dict__.setdefault("session", requests.Session())
+
+
 def infer(route: Route, model: str, inputs: dict[str, np.ndarray], outputs: list[str],
           class_count: int = 0) -> dict[str, np.ndarray]:
     """Run ``model`` on ``inputs``; with ``class_count`` the server returns "score:index:label" strings."""
@@ -136,14 +155,13 @@ def infer(route: Route, model: str, inputs: dict[str, np.ndarray], outputs: list
     if route.protocol.startswith("sagemaker"):
         return _sagemaker_infer(route, inputs, outputs, class_count)
     try:
+        client = _triton_client(route)
         if route.protocol == "grpc":
-            with grpcclient.InferenceServerClient(route.url) as client:
-                tensors, requested = _grpc_tensors(inputs, outputs, class_count)
-                result = client.infer(model, tensors, outputs=requested, client_timeout=route.timeout_s)
+            tensors, requested = _grpc_tensors(inputs, outputs, class_count)
+            result = client.infer(model, tensors, outputs=requested, client_timeout=route.timeout_s)
         else:
-            with httpclient.InferenceServerClient(route.url, network_timeout=route.timeout_s) as client:
-                tensors, requested = _http_tensors(inputs, outputs, _binary(route.protocol), class_count)
-                result = client.infer(model, tensors, outputs=requested)
+            tensors, requested = _http_tensors(inputs, outputs, _binary(route.protocol), class_count)
+            result = client.infer(model, tensors, outputs=requested)
     except InferenceServerException as error:
         raise RequestError(f"{route.protocol} {route.url}: {error.message()}") from None
     return {name: result.as_numpy(name) for name in outputs}

@@ -22,8 +22,10 @@ ROUTE_TIMEOUT_S = 120
 class EndpointRoute:
     """Serves ``/endpoints/<name>/invocations`` for each name -> container base URL."""
 
-    def __init__(self, endpoints: dict[str, str], port: int | None = None):
+    def __init__(self, endpoints: dict[str, str], port: int | None = None, async_handler=None):
+        """``async_handler(name, headers) -> (status, headers, body)`` serves ``/async-invocations``."""
         self.endpoints = dict(endpoints)
+        self.async_handler = async_handler
         self.requests_seen = 0
         self.port = port or free_port()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
@@ -57,11 +59,20 @@ class EndpointRoute:
             def do_POST(self) -> None:
                 route.requests_seen += 1
                 parts = self.path.strip("/").split("/")
-                if len(parts) != 3 or parts[0] != "endpoints" or parts[2] != "invocations":
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if len(parts) != 3 or parts[0] != "endpoints" or parts[2] not in ("invocations", "async-invocations"):
                     return self._error(404, "UnknownOperationException", f"no route for {self.path}")
                 if parts[1] not in endpoints:
                     return self._error(400, "ValidationError", f"Endpoint {parts[1]} not found.")
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if parts[2] == "async-invocations":
+                    if route.async_handler is None:
+                        return self._error(400, "ValidationError", f"Endpoint {parts[1]} is not asynchronous.")
+                    status, headers, answer = route.async_handler(parts[1], self.headers)
+                    self.send_response(status)
+                    for key, value in {**headers, "Content-Length": str(len(answer))}.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    return self.wfile.write(answer)
                 request = urllib.request.Request(f"{endpoints[parts[1]]}/invocations", data=body, method="POST",
                                                  headers={"Content-Type": self.headers.get("Content-Type", "")})
                 try:

@@ -1,0 +1,272 @@
+"""Real-time and async SageMaker endpoints for the repository, their roll-out and their removal.
+
+Every resource this project creates carries the ``project`` tag, so ``teardown`` finds
+exactly those. A deploy that fails removes what it created; an update that fails goes
+back to the configuration that was serving.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from sagemaker_deploy.aws import PROJECT_TAG, Aws, AwsError
+from sagemaker_deploy.package import additional_args, make_archive
+
+DEFAULT_INSTANCE = "ml.g5.xlarge"
+DEFAULT_TRITON_VERSION = "24.09"
+WAIT_POLL_S = 30.0
+WAIT_TIMEOUT_S = 3600.0
+
+
+class DeployFailed(RuntimeError):
+    """The endpoint did not reach InService; the message holds SageMaker's reason and where the logs are."""
+
+
+@dataclass
+class Release:
+    """One model version: its archive in S3 and the container that serves it."""
+
+    name: str  # used for the SageMaker model and endpoint config
+    model_data_url: str
+    image_uri: str
+    environment: dict[str, str]
+
+
+@dataclass
+class Created:
+    """What this run created, newest last, so that a failure removes exactly that."""
+
+    resources: list[tuple[str, str]] = field(default_factory=list)  # (kind, name or s3 url)
+
+    def add(self, kind: str, name: str) -> None:
+        self.resources.append((kind, name))
+
+
+def image_uri(region: str, triton_version: str, instance_type: str) -> str:
+    """SageMaker's Triton image for the region, from the SageMaker SDK's image-URI lookup."""
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve(framework="sagemaker-tritonserver", region=region, version=triton_version,
+                               instance_type=instance_type)
+
+
+def container_environment(default_model: str, bls_models: list[str], thread_count: int | None = None) -> dict:
+    environment = {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": default_model}
+    if thread_count:
+        environment["SAGEMAKER_TRITON_THREAD_COUNT"] = str(thread_count)
+        environment["SAGEMAKER_TRITON_BUFFER_MANAGER_THREAD_COUNT"] = str(thread_count)
+    if bls_models:
+        environment["SAGEMAKER_TRITON_ADDITIONAL_ARGS"] = additional_args(bls_models)
+    return environment
+
+
+def release_name(prefix: str) -> str:
+    return f"{prefix}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+
+
+def upload_release(aws: Aws, created: Created, repository: Path, default_model: str, bucket: str, prefix: str,
+                   name: str, image: str, workdir: Path, thread_count: int | None = None) -> Release:
+    """Check and pack the repository, upload it, and describe the container that will serve it."""
+    archive = workdir / f"{name}.tar.gz"
+    packed, bls = make_archive(repository, default_model, archive)
+    aws.say(f"packed {', '.join(packed)} into {archive} ({archive.stat().st_size / 2**20:.1f} MiB)")
+    key = f"{prefix.strip('/')}/{name}/model.tar.gz".lstrip("/")
+    aws.call("s3", "upload_file", Filename=str(archive), Bucket=bucket, Key=key)
+    url = f"s3://{bucket}/{key}"
+    created.add("s3", url)
+    return Release(name, url, image, container_environment(default_model, bls, thread_count))
+
+
+def create_model(aws: Aws, created: Created, release: Release, role: str) -> None:
+    aws.call("sagemaker", "create_model", ModelName=release.name, ExecutionRoleArn=role, Tags=[PROJECT_TAG],
+             PrimaryContainer={"Image": release.image_uri, "ModelDataUrl": release.model_data_url,
+                               "Environment": release.environment})
+    created.add("model", release.name)
+
+
+def create_endpoint_config(aws: Aws, created: Created, release: Release, instance_type: str,
+                           async_config: dict | None = None) -> None:
+    variant = {"VariantName": "AllTraffic", "ModelName": release.name, "InstanceType": instance_type,
+               "InitialInstanceCount": 1}
+    arguments = {"EndpointConfigName": release.name, "ProductionVariants": [variant], "Tags": [PROJECT_TAG]}
+    if async_config:
+        arguments["AsyncInferenceConfig"] = async_config
+    aws.call("sagemaker", "create_endpoint_config", **arguments)
+    created.add("endpoint-config", release.name)
+
+
+def wait_in_service(aws: Aws, endpoint: str, timeout_s: float = WAIT_TIMEOUT_S, poll_s: float = WAIT_POLL_S) -> dict:
+    """boto3's endpoint_in_service waiter, one attempt per poll, with a progress display."""
+    if aws.dry_run:
+        return {}
+    waiter = aws.client("sagemaker").get_waiter("endpoint_in_service")
+    deadline = time.monotonic() + timeout_s
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task(f"waiting for endpoint {endpoint}")
+        while True:
+            try:
+                waiter.wait(EndpointName=endpoint, WaiterConfig={"Delay": poll_s, "MaxAttempts": 1})
+                return aws.call("sagemaker", "describe_endpoint", EndpointName=endpoint)
+            except Exception as error:  # WaiterError: not yet, or a terminal state
+                description = aws.call("sagemaker", "describe_endpoint", EndpointName=endpoint)
+                status = description.get("EndpointStatus", "?")
+                progress.update(task, description=f"endpoint {endpoint}: {status}")
+                if status == "Failed" or "terminal failure" in str(error):
+                    raise DeployFailed(failure_message(endpoint, description)) from None
+                if time.monotonic() > deadline:
+                    raise DeployFailed(f"endpoint {endpoint} still {status} after {timeout_s:.0f} s") from None
+                time.sleep(poll_s)
+
+
+def failure_message(endpoint: str, description: dict) -> str:
+    return (f"endpoint {endpoint} failed: {description.get('FailureReason', 'no reason given')}\n"
+            f"container logs: CloudWatch log group /aws/sagemaker/Endpoints/{endpoint}")
+
+
+def remove(aws: Aws, created: Created) -> None:
+    """Delete what this run created, newest first; keep going past what is already gone."""
+    for kind, name in reversed(created.resources):
+        try:
+            if kind == "s3":
+                bucket, key = name.removeprefix("s3://").split("/", 1)
+                aws.call("s3", "delete_object", Bucket=bucket, Key=key)
+            else:
+                operation = {"model": "delete_model", "endpoint-config": "delete_endpoint_config",
+                             "endpoint": "delete_endpoint"}[kind]
+                key = {"model": "ModelName", "endpoint-config": "EndpointConfigName", "endpoint": "EndpointName"}[kind]
+                aws.call("sagemaker", operation, **{key: name})
+        except AwsError as error:
+            aws.say(f"clean-up: {error}")
+    created.resources.clear()
+
+
+@dataclass
+class DeployRequest:
+    repository: Path
+    endpoint: str
+    bucket: str
+    role: str
+    region: str
+    prefix: str = "visual-inspection-triton"
+    default_model: str = "ensemble_dali_inception"
+    instance_type: str = DEFAULT_INSTANCE
+    triton_version: str = DEFAULT_TRITON_VERSION
+    thread_count: int | None = None
+    async_output: str = ""  # s3://... : makes an asynchronous endpoint
+    max_concurrent_invocations: int = 4
+    workdir: Path = Path("build/sagemaker")
+    wait_timeout_s: float = WAIT_TIMEOUT_S
+    poll_s: float = WAIT_POLL_S
+
+
+def async_config(request: DeployRequest) -> dict | None:
+    if not request.async_output:
+        return None
+    output = request.async_output.rstrip("/")
+    return {"OutputConfig": {"S3OutputPath": f"{output}/output", "S3FailurePath": f"{output}/failure"},
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": request.max_concurrent_invocations}}
+
+
+def new_release(aws: Aws, created: Created, request: DeployRequest) -> Release:
+    image = image_uri(request.region, request.triton_version, request.instance_type)
+    aws.say(f"Triton image for {request.region}: {image}")
+    release = upload_release(aws, created, request.repository, request.default_model, request.bucket,
+                             request.prefix, release_name(request.endpoint), image, request.workdir,
+                             request.thread_count)
+    create_model(aws, created, release, request.role)
+    create_endpoint_config(aws, created, release, request.instance_type, async_config(request))
+    return release
+
+
+def deploy(aws: Aws, request: DeployRequest) -> Release:
+    """Package, upload, create model + endpoint config + endpoint, wait; on failure remove it all."""
+    created = Created()
+    try:
+        release = new_release(aws, created, request)
+        aws.call("sagemaker", "create_endpoint", EndpointName=request.endpoint, EndpointConfigName=release.name,
+                 Tags=[PROJECT_TAG])
+        created.add("endpoint", request.endpoint)
+        wait_in_service(aws, request.endpoint, request.wait_timeout_s, request.poll_s)
+    except (DeployFailed, AwsError, ValueError):
+        remove(aws, created)
+        raise
+    aws.say(f"endpoint {request.endpoint} is InService with {release.name}")
+    return release
+
+
+def update(aws: Aws, request: DeployRequest) -> Release:
+    """Blue/green: a new model and config, update_endpoint, wait; old config kept until the new one serves."""
+    current = aws.call("sagemaker", "describe_endpoint", EndpointName=request.endpoint)
+    old_config = current.get("EndpointConfigName", "")
+    created = Created()
+    try:
+        release = new_release(aws, created, request)
+        aws.call("sagemaker", "update_endpoint", EndpointName=request.endpoint, EndpointConfigName=release.name)
+        wait_in_service(aws, request.endpoint, request.wait_timeout_s, request.poll_s)
+        serving = aws.call("sagemaker", "describe_endpoint", EndpointName=request.endpoint)
+        if not aws.dry_run and serving.get("EndpointConfigName") != release.name:
+            raise DeployFailed(f"update did not take: the endpoint serves {serving.get('EndpointConfigName')}, "
+                               f"not {release.name}; {failure_message(request.endpoint, serving)}")
+    except (DeployFailed, AwsError, ValueError) as error:
+        aws.say(f"update failed, rolling back to {old_config}: {error}")
+        roll_back(aws, request, old_config)
+        remove(aws, created)
+        raise
+    retire(aws, old_config)
+    aws.say(f"endpoint {request.endpoint} now serves {release.name}; {old_config} retired")
+    return release
+
+
+def roll_back(aws: Aws, request: DeployRequest, old_config: str) -> None:
+    serving = aws.call("sagemaker", "describe_endpoint", EndpointName=request.endpoint)
+    if aws.dry_run or serving.get("EndpointConfigName") == old_config and serving.get("EndpointStatus") == "InService":
+        return  # SageMaker already kept the old configuration serving
+    aws.call("sagemaker", "update_endpoint", EndpointName=request.endpoint, EndpointConfigName=old_config)
+    wait_in_service(aws, request.endpoint, request.wait_timeout_s, request.poll_s)
+
+
+def retire(aws: Aws, config_name: str) -> None:
+    """Delete a superseded endpoint config and its model (the release's S3 archive stays, for rollbacks)."""
+    if not config_name or aws.dry_run:
+        return
+    config = aws.call("sagemaker", "describe_endpoint_config", EndpointConfigName=config_name)
+    aws.call("sagemaker", "delete_endpoint_config", EndpointConfigName=config_name)
+    for variant in config.get("ProductionVariants", []):
+        aws.call("sagemaker", "delete_model", ModelName=variant["ModelName"])
+
+
+def _tagged(aws: Aws, arn: str) -> bool:
+    tags = aws.call("sagemaker", "list_tags", ResourceArn=arn).get("Tags", [])
+    return PROJECT_TAG in tags
+
+
+def teardown(aws: Aws, endpoint: str = "", delete_artifacts_in: str = "") -> list[str]:
+    """Delete the project's endpoints (one, or all), endpoint configs and models; optionally S3 artefacts."""
+    sagemaker = aws.call
+    removed = []
+    for item in sagemaker("sagemaker", "list_endpoints", MaxResults=100).get("Endpoints", []):
+        if (not endpoint or item["EndpointName"] == endpoint) and _tagged(aws, item["EndpointArn"]):
+            sagemaker("sagemaker", "delete_endpoint", EndpointName=item["EndpointName"])
+            removed.append(f"endpoint {item['EndpointName']}")
+    prefix = endpoint or ""
+    for item in sagemaker("sagemaker", "list_endpoint_configs", MaxResults=100).get("EndpointConfigs", []):
+        if item["EndpointConfigName"].startswith(prefix) and _tagged(aws, item["EndpointConfigArn"]):
+            sagemaker("sagemaker", "delete_endpoint_config", EndpointConfigName=item["EndpointConfigName"])
+            removed.append(f"endpoint config {item['EndpointConfigName']}")
+    for item in sagemaker("sagemaker", "list_models", MaxResults=100).get("Models", []):
+        if item["ModelName"].startswith(prefix) and _tagged(aws, item["ModelArn"]):
+            sagemaker("sagemaker", "delete_model", ModelName=item["ModelName"])
+            removed.append(f"model {item['ModelName']}")
+    if delete_artifacts_in:
+        bucket, _, key_prefix = delete_artifacts_in.removeprefix("s3://").partition("/")
+        listing = sagemaker("s3", "list_objects_v2", Bucket=bucket, Prefix=key_prefix)
+        for item in listing.get("Contents", []):
+            sagemaker("s3", "delete_object", Bucket=bucket, Key=item["Key"])
+            removed.append(f"s3://{bucket}/{item['Key']}")
+    return removed

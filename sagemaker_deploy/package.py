@@ -1,0 +1,106 @@
+"""Check a built ``gpu`` repository and pack it as SageMaker's Triton container expects.
+
+The archive holds the model folders at its root (the container refuses a top-level
+``config.pbtxt``). The container starts Triton with explicit model control and loads
+only ``SAGEMAKER_TRITON_DEFAULT_MODEL_NAME`` and the steps of its ensembles; a model
+that a python step calls through BLS must be named in a ``bls_models`` config parameter
+and is passed to the container with ``SAGEMAKER_TRITON_ADDITIONAL_ARGS``.
+"""
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+from builders.config import parse
+
+ARTIFACTS = {  # platform or backend -> file a version folder must hold
+    "onnxruntime_onnx": "model.onnx", "pytorch_libtorch": "model.pt", "tensorflow_graphdef": "model.graphdef",
+    "tensorrt_plan": "model.plan", "dali": "model.dali", "python": "model.py",
+}
+BLS_PARAMETER = "bls_models"
+
+
+class PackageError(ValueError):
+    """The repository cannot be served as asked; the message lists every problem found."""
+
+
+def _config(repository: Path, name: str):
+    path = repository / name / "config.pbtxt"
+    if not path.is_file():
+        raise PackageError(f"model {name!r} is needed but {path} does not exist")
+    return parse(path.read_text())
+
+
+def _with_steps(repository: Path, name: str) -> list[str]:
+    """A model and, for an ensemble, its steps, recursively: what loading it loads."""
+    models, pending = [], [name]
+    while pending:
+        current = pending.pop(0)
+        if current not in models:
+            models.append(current)
+            pending += [step.model_name for step in _config(repository, current).ensemble_scheduling.step]
+    return models
+
+
+def required_models(repository: Path, default_model: str) -> tuple[list[str], list[str], list[str]]:
+    """(every model folder needed, the models the default model loads, BLS-only models to load explicitly)."""
+    loaded = _with_steps(repository, default_model)
+    needed, bls = list(loaded), []
+    pending = [called for name in loaded for called in _bls_models(_config(repository, name))]
+    while pending:
+        name = pending.pop(0)
+        if name in needed:
+            continue
+        bls.append(name)
+        for model in _with_steps(repository, name):
+            if model not in needed:
+                needed.append(model)
+                pending += _bls_models(_config(repository, model))
+    return needed, loaded, bls
+
+
+def _bls_models(config) -> list[str]:
+    value = config.parameters[BLS_PARAMETER].string_value if BLS_PARAMETER in config.parameters else ""
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def check_repository(repository: Path, default_model: str) -> tuple[list[str], list[str]]:
+    """Everything the default model needs is there, with its artifact; raises PackageError otherwise."""
+    repository = Path(repository)
+    if (repository / "config.pbtxt").exists():
+        raise PackageError(f"{repository} has a top-level config.pbtxt: point at the repository folder, "
+                           "whose sub-folders are the models")
+    needed, _, bls = required_models(repository, default_model)
+    problems = []
+    for name in needed:
+        config = _config(repository, name)
+        versions = sorted(p for p in (repository / name).iterdir() if p.is_dir() and p.name.isdigit())
+        if not versions:
+            problems.append(f"{name}: no version folder (build the repository with python -m builders)")
+            continue
+        artifact = ARTIFACTS.get(config.platform) or ARTIFACTS.get(config.backend)
+        if artifact and not (versions[-1] / artifact).is_file():
+            problems.append(f"{name}: {versions[-1] / artifact} is missing")
+    if problems:
+        raise PackageError("the repository cannot serve " + default_model + ":\n  " + "\n  ".join(problems))
+    return needed, bls
+
+
+def additional_args(bls_models: list[str]) -> str:
+    """SAGEMAKER_TRITON_ADDITIONAL_ARGS that make explicit model control load the BLS-only models."""
+    return " ".join(f"--load-model={name}" for name in bls_models)
+
+
+def make_archive(repository: Path, default_model: str, archive: Path) -> tuple[list[str], list[str]]:
+    """model.tar.gz with the needed model folders at its root; written under a temporary name first.
+
+    Returns (the models packed, the BLS-only models for SAGEMAKER_TRITON_ADDITIONAL_ARGS).
+    """
+    needed, bls = check_repository(repository, default_model)
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(archive.name + ".partial")
+    with tarfile.open(partial, "w:gz", compresslevel=1) as tar:  # weights hardly compress; save the time
+        for name in needed:
+            tar.add(Path(repository) / name, arcname=name)
+    partial.replace(archive)
+    return needed, bls
