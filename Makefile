@@ -10,7 +10,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,sagemaker]'
+	$(PY) -m pip install --quiet --no-deps sagemaker-core==2.27.0  # see pyproject.toml, extra "sagemaker"
 	touch $@
 
 demo: install

@@ -58,7 +58,10 @@ def model_config(model: ModelDeclaration, target: str) -> mc.ModelConfig:
         config.ensemble_scheduling.step.add(model_name=step.model_name, model_version=-1,
                                             input_map=step.input_map, output_map=step.output_map)
     config.model_warmup.extend(_warmup(w) for w in model.warmups)
-    for key, value in sorted({**model.parameters, **serving.parameters}.items()):
+    parameters = {**model.parameters, **serving.parameters}
+    if serving.runner and model.artifact:  # the file the python-backend runner executes
+        parameters["artifact"] = model.artifact
+    for key, value in sorted(parameters.items()):
         config.parameters[key].string_value = value
     return config
 

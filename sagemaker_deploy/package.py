@@ -78,9 +78,11 @@ def check_repository(repository: Path, default_model: str) -> tuple[list[str], l
         if not versions:
             problems.append(f"{name}: no version folder (build the repository with python -m builders)")
             continue
-        artifact = ARTIFACTS.get(config.platform) or ARTIFACTS.get(config.backend)
-        if artifact and not (versions[-1] / artifact).is_file():
-            problems.append(f"{name}: {versions[-1] / artifact} is missing")
+        artifacts = [ARTIFACTS.get(config.platform) or ARTIFACTS.get(config.backend)]
+        if "artifact" in config.parameters:  # what a python-backend runner executes
+            artifacts.append(config.parameters["artifact"].string_value)
+        problems += [f"{name}: {versions[-1] / artifact} is missing" for artifact in artifacts
+                     if artifact and not (versions[-1] / artifact).is_file()]
     if problems:
         raise PackageError("the repository cannot serve " + default_model + ":\n  " + "\n  ".join(problems))
     return needed, bls

@@ -25,7 +25,7 @@ from moto.sagemaker.models import SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
 from moto.server import ThreadedMotoServer
 
-from local_server import ServerError, TritonServer
+from local_server import TritonServer
 from local_server.endpoint_route import EndpointRoute
 from local_server.server import free_port
 
@@ -62,7 +62,10 @@ class LocalSageMaker:
                 "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.route.url}
 
     def s3(self):
-        return boto3.client("s3", endpoint_url=self.moto_url, region_name="us-east-1",
+        return self._client("s3")
+
+    def _client(self, service: str):
+        return boto3.client(service, endpoint_url=self.moto_url, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
     # -- what SageMaker does behind the API ------------------------------------------
@@ -74,7 +77,7 @@ class LocalSageMaker:
         def create_endpoint(backend, endpoint_name, endpoint_config_name, tags):
             endpoint = original_create(backend, endpoint_name, endpoint_config_name, tags)
             endpoint.endpoint_status = "Creating"
-            threading.Thread(target=emulator._bring_up, args=(backend, endpoint, endpoint_config_name, False),
+            threading.Thread(target=emulator._bring_up, args=(endpoint, endpoint_config_name, False),
                              daemon=True).start()
             return endpoint
 
@@ -82,7 +85,7 @@ class LocalSageMaker:
             endpoint = backend.endpoints[endpoint_name]
             backend.describe_endpoint_config(endpoint_config_name)  # raises for an unknown config
             endpoint.endpoint_status = "Updating"
-            threading.Thread(target=emulator._bring_up, args=(backend, endpoint, endpoint_config_name, True),
+            threading.Thread(target=emulator._bring_up, args=(endpoint, endpoint_config_name, True),
                              daemon=True).start()
             return endpoint.arn
 
@@ -100,10 +103,10 @@ class LocalSageMaker:
         SageMakerModelBackend.delete_endpoint = delete_endpoint
         SageMakerResponse.update_endpoint = update_endpoint_response
 
-    def _bring_up(self, backend, endpoint, config_name: str, updating: bool) -> None:
+    def _bring_up(self, endpoint, config_name: str, updating: bool) -> None:
         try:
-            container = self._start_container(backend, config_name)
-        except (ServerError, OSError, tarfile.TarError, KeyError) as error:
+            container = self._start_container(config_name)
+        except Exception as error:  # whatever stops the container from serving fails the endpoint
             reason = str(error).splitlines()[0] + "".join(
                 f" {line.strip()}" for line in str(error).splitlines()[1:4] if line.startswith("  "))
             if updating:  # SageMaker rolls a failed update back: the old configuration keeps serving
@@ -123,9 +126,10 @@ class LocalSageMaker:
         endpoint.failure_reason = None
         endpoint.endpoint_status = "InService"
 
-    def _start_container(self, backend, config_name: str) -> TritonServer:
-        config = backend.describe_endpoint_config(config_name)
-        model = backend.describe_model(config["ProductionVariants"][0]["ModelName"])
+    def _start_container(self, config_name: str) -> TritonServer:
+        sagemaker = self._client("sagemaker")
+        config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
+        model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
         container = model["PrimaryContainer"]
         bucket, key = container["ModelDataUrl"].removeprefix("s3://").split("/", 1)
         model_dir = self.workdir / f"{config_name}-{uuid.uuid4().hex[:6]}" / "model"
@@ -153,8 +157,7 @@ class LocalSageMaker:
 
     # -- the async front: queue in S3, answer in S3 -------------------------------------
     def _invoke_async(self, endpoint_name: str, headers) -> tuple[int, dict, bytes]:
-        sagemaker = boto3.client("sagemaker", endpoint_url=self.moto_url, region_name="us-east-1",
-                                 aws_access_key_id="testing", aws_secret_access_key="testing")
+        sagemaker = self._client("sagemaker")
         config_name = sagemaker.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
         output_config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)[
             "AsyncInferenceConfig"]["OutputConfig"]

@@ -9,7 +9,7 @@ class TritonPythonModel(BatchedModel):
         self.pipeline = self._load()
 
     def _load(self):
-        pipeline = Pipeline.deserialize(filename=str(self.version_dir / "model.dali"),
+        pipeline = Pipeline.deserialize(filename=str(self.version_dir / self.parameters["artifact"]),
                                         batch_size=self.config["max_batch_size"],
                                         num_threads=int(self.parameters["num_threads"]), device_id=None)
         pipeline.build()

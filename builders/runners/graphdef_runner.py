@@ -6,7 +6,7 @@ from batching import BatchedModel
 class TritonPythonModel(BatchedModel):
     def setup(self):
         graph_def = tf.compat.v1.GraphDef()
-        graph_def.ParseFromString((self.version_dir / "model.graphdef").read_bytes())
+        graph_def.ParseFromString((self.version_dir / self.parameters["artifact"]).read_bytes())
         graph = tf.Graph()
         with graph.as_default():
             tf.compat.v1.import_graph_def(graph_def, name="")

@@ -8,7 +8,7 @@ class TritonPythonModel(BatchedModel):
     def setup(self):
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(self.parameters.get("intra_op_thread_count", "0"))
-        self.session = ort.InferenceSession(str(self.version_dir / "model.onnx"), options,
+        self.session = ort.InferenceSession(str(self.version_dir / self.parameters["artifact"]), options,
                                             providers=["CPUExecutionProvider"])
 
     def run(self, inputs):

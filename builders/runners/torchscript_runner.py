@@ -6,7 +6,7 @@ from batching import BatchedModel
 
 class TritonPythonModel(BatchedModel):
     def setup(self):
-        self.module = torch.jit.load(str(self.version_dir / "model.pt"), map_location="cpu").eval()
+        self.module = torch.jit.load(str(self.version_dir / self.parameters["artifact"]), map_location="cpu").eval()
 
     def run(self, inputs):
         # Positional, in config order: the PyTorch backend's convention for TorchScript.
