@@ -18,7 +18,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 SERVER_PROTOCOLS = ("http-json", "http-binary", "grpc", "sagemaker-json", "sagemaker-binary")  # a tritonserver's own
-PROTOCOLS = (*SERVER_PROTOCOLS, "sagemaker-endpoint")
+ENDPOINT_PROTOCOLS = ("sagemaker-endpoint", "sagemaker-endpoint-json")  # a deployed endpoint, through boto3
+PROTOCOLS = (*SERVER_PROTOCOLS, *ENDPOINT_PROTOCOLS)
 SAGEMAKER_REALTIME_LIMIT = 6 * 1024 * 1024  # bytes of request body a real-time endpoint accepts
 SAGEMAKER_BINARY_TYPE = "application/vnd.sagemaker-triton.binary+json"
 HEADER_SIZE = re.compile(r"json-header-size=(\d+)")
@@ -100,10 +101,11 @@ def _runtime_client(region: str | None, endpoint_url: str, timeout_s: float):
 
 
 def _endpoint_infer(route: Route, inputs, outputs, class_count) -> dict[str, np.ndarray]:
-    """boto3 ``invoke_endpoint`` with a binary+json body, refused locally when over the 6 MB limit."""
+    """boto3 ``invoke_endpoint`` (binary+json or JSON body), refused locally when over the 6 MB limit."""
     import botocore.exceptions
 
-    body, content_type = sagemaker_body(inputs, outputs, binary=True, class_count=class_count)
+    body, content_type = sagemaker_body(inputs, outputs, binary=not route.protocol.endswith("json"),
+                                        class_count=class_count)
     if len(body) > SAGEMAKER_REALTIME_LIMIT:
         raise RequestError(f"the request body is {len(body) / 2**20:.1f} MiB, over the 6 MiB limit of a SageMaker "
                            "real-time endpoint: send fewer or smaller images, or use an async endpoint")
@@ -150,7 +152,7 @@ def infer(route: Route, model: str, inputs: dict[str, np.ndarray], outputs: list
     """Run ``model`` on ``inputs``; with ``class_count`` the server returns "score:index:label" strings."""
     if route.protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {route.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if route.protocol == "sagemaker-endpoint":
+    if route.protocol in ENDPOINT_PROTOCOLS:
         return _endpoint_infer(route, inputs, outputs, class_count)
     if route.protocol.startswith("sagemaker"):
         return _sagemaker_infer(route, inputs, outputs, class_count)
@@ -175,7 +177,7 @@ def server_route(server, protocol: str) -> Route:
 
 
 def default_url(protocol: str) -> str:
-    if protocol == "sagemaker-endpoint":
+    if protocol in ENDPOINT_PROTOCOLS:
         return ""  # boto3 finds the regional endpoint
     if protocol.startswith("sagemaker"):
         return "http://127.0.0.1:8080"
@@ -186,12 +188,12 @@ def add_route_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=PROTOCOLS, default="http-binary")
     parser.add_argument("--url", help="server address (default: the protocol's usual local port); for "
                                       "sagemaker-endpoint, an endpoint_url overriding AWS's")
-    parser.add_argument("--endpoint-name", default="", help="sagemaker-endpoint: the deployed endpoint")
-    parser.add_argument("--region", help="sagemaker-endpoint: AWS region (default: boto3's)")
+    parser.add_argument("--endpoint-name", default="", help="sagemaker-endpoint*: the deployed endpoint")
+    parser.add_argument("--region", help="sagemaker-endpoint*: AWS region (default: boto3's)")
 
 
 def route_from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Route:
-    if args.protocol == "sagemaker-endpoint" and not args.endpoint_name:
-        parser.error("--protocol sagemaker-endpoint needs --endpoint-name")
+    if args.protocol in ENDPOINT_PROTOCOLS and not args.endpoint_name:
+        parser.error(f"--protocol {args.protocol} needs --endpoint-name")
     return Route(args.protocol, args.url or default_url(args.protocol), endpoint_name=args.endpoint_name,
                  region=args.region)

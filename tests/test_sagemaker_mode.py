@@ -73,13 +73,14 @@ def monkeypatch_module():
         yield patch
 
 
-def endpoint_route(route, name: str = "vision-endpoint") -> Route:
-    return Route("sagemaker-endpoint", route.url, endpoint_name=name, region="us-east-1")
+def endpoint_route(route, name: str = "vision-endpoint", protocol: str = "sagemaker-endpoint") -> Route:
+    return Route(protocol, route.url, endpoint_name=name, region="us-east-1")
 
 
-def test_boto3_invoke_endpoint_route_gives_the_http_result(endpoint, server, photos):
+@pytest.mark.parametrize("protocol", ["sagemaker-endpoint", "sagemaker-endpoint-json"])
+def test_boto3_invoke_endpoint_json_and_binary_give_the_http_result(endpoint, server, photos, protocol):
     images = [photos["chelsea"], photos["rocket"]]
-    np.testing.assert_allclose(classify_scores(endpoint_route(endpoint), images),
+    np.testing.assert_allclose(classify_scores(endpoint_route(endpoint, protocol=protocol), images),
                                classify_scores(Route("http-binary", server.http_url), images), rtol=1e-6)
 
 
