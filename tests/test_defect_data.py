@@ -84,3 +84,58 @@ def test_sigmoid_contrast_keeps_black_and_white_and_steepens_the_middle():
 def test_unknown_transform_kind_is_named():
     with pytest.raises(ValueError, match="unknown transform kind 'blur'"):
         augment.augment(render(0).image, "blur", 0)
+
+
+def test_train_plan_removes_exactly_one_component_and_every_class_twenty_times():
+    from defect_data.defects import plan
+
+    classes = [c.name for c in COMPONENTS]
+    combos = plan(classes, "train", per_class=20)
+    assert all(len(combo) == 1 for combo in combos)
+    assert all(sum(name in combo for combo in combos) >= 20 for name in classes)
+
+
+def test_test_plan_removes_one_to_three_components_and_every_class_twenty_times():
+    from defect_data.defects import plan
+
+    classes = [c.name for c in COMPONENTS]
+    combos = plan(classes, "test", per_class=20, seed=4)
+    assert {len(combo) for combo in combos} <= {1, 2, 3} and len({len(c) for c in combos}) > 1
+    assert all(sum(name in combo for combo in combos) >= 20 for name in classes)
+    assert plan(classes, "test", per_class=20, seed=4) == combos
+
+
+def test_file_names_record_the_removed_classes():
+    from defect_data.defects import file_name
+
+    assert file_name(40, ("IC", "resistor1", "resistor2")) == "40_im_mask_IC_resistor1_resistor2.jpg"
+
+
+def test_components_are_removed_through_the_served_lama_and_the_rest_is_untouched(server):
+    from clients.protocols import Route
+    from defect_data.defects import anomaly_mask, hole, remove
+
+    board = render(2)
+    masks = groundtruth.class_masks(groundtruth.Labelled(board.image, board.mask, board.color_map))
+    removed = ("IC", "capacitor2")
+    result = remove(Route("http-binary", server.http_url), board.image, masks, removed)
+    outside = hole(masks, removed) == 0
+    assert np.array_equal(result[outside], board.image[outside])
+    assert not np.array_equal(result[~outside], board.image[~outside])
+    colours = anomaly_mask(masks, removed, board.color_map)
+    assert tuple(colours[masks["IC"] > 0][0]) == (0x2c, 0xa0, 0x2c) and tuple(colours[0, 0]) == (255, 255, 255)
+    assert not np.any(np.all(colours == (0x1f, 0x77, 0xb4), axis=-1)), "resistor1 was not removed"
+
+
+def test_manifest_lines_follow_the_lookout_format(tmp_path):
+    from defect_data import manifests
+
+    normal = manifests.image_line("s3://b/p/train/normal_gamma_00.jpg", "normal")
+    assert normal["auto-label"] == 1 and normal["auto-label-metadata"]["class-name"] == "normal"
+    anomaly = manifests.anomaly_line(manifests.reference("s3://b/p", "train", "3_im_mask_IC.jpg"),
+                                     "s3://b/p/train/masks/3_im_mask_IC.png", {"BACKGROUND": "#ffffff", "IC": "#2ca02c"})
+    assert anomaly["auto-label"] == 0 and anomaly["source-ref"] == "s3://b/p/train/3_im_mask_IC.jpg"
+    assert anomaly["anomaly-mask-ref-metadata"]["internal-color-map"]["1"]["class-name"] == "IC"
+    path = manifests.write(tmp_path / "train.manifest", [normal, anomaly])
+    assert [json.loads(line)["auto-label"] for line in path.read_text().splitlines()] == [1, 0]
+    assert not (tmp_path / "train.manifest.partial").exists()
