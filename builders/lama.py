@@ -40,12 +40,15 @@ def inpainter(options: BuildOptions):
     import torch
     from torch import nn
 
-    from builders.lama_architecture import FFCResNetGenerator
+    from builders.lama_architecture import BIG_LAMA, FFCResNetGenerator
+
+    size, weights = (BIG_LAMA, None) if options.lama_weights is None else \
+        read_generator_weights(Path(options.lama_weights))
 
     class LamaInpainter(nn.Module):
         def __init__(self):
             super().__init__()
-            self.generator = FFCResNetGenerator()
+            self.generator = FFCResNetGenerator(size)
 
         def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             hole = (mask > 0).to(image.dtype)
@@ -54,46 +57,59 @@ def inpainter(options: BuildOptions):
 
     torch.manual_seed(options.seed)
     model = LamaInpainter()
-    if options.lama_weights is not None:
-        model.generator.load_state_dict(read_generator_weights(Path(options.lama_weights)), strict=True)
+    if weights is not None:
+        model.generator.load_state_dict(weights, strict=True)
     else:
         LOG.warning("\n%s\n!! LaMa: no weights file given, building big-lama with RANDOM weights (seed %d).\n"
-                    "!! It fills holes with noise. Pass --lama-weights big-lama/models/best.ckpt for real\n"
-                    "!! inpainting.\n%s", "!" * 72, options.seed, "!" * 72)
+                    "!! It fills holes with grey noise. Pass --lama-weights big-lama/models/best.ckpt, or a\n"
+                    "!! generator trained with python -m defect_data.train_lama, for real inpainting.\n%s",
+                    "!" * 72, options.seed, "!" * 72)
     return model.eval()
 
 
-def read_generator_weights(path: Path) -> dict:
-    """Generator tensors from an official checkpoint, a state dict, or a TorchScript file."""
+def _load(path: Path):
     import torch
 
-    from builders.lama_architecture import FFCResNetGenerator, generator_state_dict
+    try:
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:  # not TorchScript: a pickled checkpoint the user chose to trust
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as error:  # torch.load raises many kinds on foreign files
+            raise WeightsError(f"{path} is neither a PyTorch checkpoint nor TorchScript: {error}") from None
+
+
+def read_generator_weights(path: Path):
+    """(generator size, generator tensors) from an official checkpoint, a state dict, TorchScript,
+    or a checkpoint of ``defect_data.train_lama`` (which records its smaller size)."""
+    from builders.lama_architecture import BIG_LAMA, FFCResNetGenerator, GeneratorSize, generator_state_dict
 
     if not path.is_file():
         raise WeightsError(f"LaMa weights file {path} does not exist")
-    try:
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
-    except RuntimeError:  # not TorchScript: a pickled checkpoint the user chose to trust
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=False)
-        except Exception as error:  # torch.load raises many kinds on foreign files
-            raise WeightsError(f"{path} is neither a PyTorch checkpoint nor TorchScript: {error}") from None
+    state = _load(path)
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
-    generator = generator_state_dict(state) or dict(state)
-    expected = FFCResNetGenerator().state_dict()
+    size = GeneratorSize(**state["generator_size"]) if "generator_size" in state else BIG_LAMA
+    tensors = state.get("state_dict", state)
+    generator = generator_state_dict(state) or {key: value for key, value in tensors.items()
+                                                if hasattr(value, "shape")}
+    expected = FFCResNetGenerator(size).state_dict()
     missing = sorted(set(expected) - set(generator))
     unexpected = sorted(set(generator) - set(expected))
     if missing or unexpected:
-        raise WeightsError(f"{path} does not fit big-lama's generator: {len(missing)} missing keys "
-                               f"(first: {missing[:3]}), {len(unexpected)} unexpected (first: {unexpected[:3]})")
-    return generator
+        raise WeightsError(f"{path} does not fit the LaMa generator ({size}): {len(missing)} missing keys "
+                           f"(first: {missing[:3]}), {len(unexpected)} unexpected (first: {unexpected[:3]})")
+    return size, generator
 
 
 def weights_description(options: BuildOptions) -> str:
     if options.lama_weights is None:
         return f"random (seed {options.seed}): NOT trained, fills holes with noise"
-    return f"big-lama weights {Path(options.lama_weights).name}"
+    from builders.lama_architecture import BIG_LAMA
+
+    size, _ = read_generator_weights(Path(options.lama_weights))
+    name = "big-lama" if size == BIG_LAMA else f"LaMa ngf {size.ngf}, {size.n_blocks} blocks"
+    return f"{name} weights {Path(options.lama_weights).name}"
 
 
 def example_inputs(height: int = TRACE_SIZE[0], width: int = TRACE_SIZE[1], batch: int = 1):

@@ -113,8 +113,12 @@ def _pcb_details(draw: ImageDraw.ImageDraw, rng, placed: dict[str, tuple]) -> No
         draw.text((box[0], max(box[1] - 20, 0)), designator, fill=(225, 225, 215))
 
 
-def render(seed: int = 0, jitter: int = 4) -> Board:
-    """One board photo and its colour-map mask; the same seed gives the same pixels."""
+def render(seed: int = 0, jitter: int = 4, components: bool = True) -> Board:
+    """One board photo and its colour-map mask; the same seed gives the same pixels.
+
+    ``components=False`` leaves the parts off (traces, vias and silkscreen stay): the
+    bare board that a LaMa is trained to fill holes with.
+    """
     rng = np.random.default_rng(seed)
     width, height = BOARD_SIZE
     image = _texture(rng, width, height)
@@ -123,7 +127,7 @@ def render(seed: int = 0, jitter: int = 4) -> Board:
     draw = ImageDraw.Draw(image)
     _pcb_details(draw, rng, placed)
     mask_draw = ImageDraw.Draw(mask)
-    for component in COMPONENTS:
+    for component in COMPONENTS if components else ():
         box = placed[component.name]
         DRAW[component.kind](draw, box, rng)
         pad = 7 if component.kind == "ic" else 1  # the IC's pins belong to it

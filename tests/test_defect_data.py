@@ -139,3 +139,52 @@ def test_manifest_lines_follow_the_lookout_format(tmp_path):
     path = manifests.write(tmp_path / "train.manifest", [normal, anomaly])
     assert [json.loads(line)["auto-label"] for line in path.read_text().splitlines()] == [1, 0]
     assert not (tmp_path / "train.manifest.partial").exists()
+
+
+def test_bare_board_keeps_traces_but_has_no_components():
+    bare, full = render(5, components=False), render(5)
+    masks = groundtruth.class_masks(groundtruth.Labelled(full.image, full.mask, full.color_map))
+    ic = masks["IC"] > 0
+    assert np.abs(bare.image[ic].astype(int) - full.image[ic]).mean() > 20
+    assert np.all(bare.mask == 255), "a bare board has nothing to label"
+
+
+def test_hole_metrics_are_perfect_for_a_perfect_fill_and_worse_for_a_flat_one():
+    from defect_data.train_lama import hole_psnr, hole_ssim, random_hole
+
+    truth = render(1, components=False).image
+    hole = random_hole(*truth.shape[:2], np.random.default_rng(0))
+    flat = truth.copy()
+    flat[hole > 0] = truth[hole > 0].mean(axis=0).astype(np.uint8)
+    assert hole_psnr(truth, truth, hole) > 100 and hole_ssim(truth, truth, hole) == pytest.approx(1.0)
+    assert hole_psnr(flat, truth, hole) < 40 and hole_ssim(flat, truth, hole) < 0.9
+
+
+def test_a_trained_small_lama_checkpoint_is_served_by_the_builders(tmp_path):
+    import torch
+
+    from builders.declaration import BuildOptions
+    from builders.repository import build_repository
+    from clients.protocols import Route, infer
+    from defect_data.train_lama import SMALL_LAMA, evaluate, save, train
+    from local_server import TritonServer
+
+    generator, losses = train(steps=3, batch_size=2, boards=3)
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    report = evaluate(generator, boards=2)
+    assert set(report) == {"lama", "telea", "boards"} and report["telea"]["psnr"] > 10
+    checkpoint = save(generator, SMALL_LAMA, tmp_path / "lama-small.pt", report)
+    repository = tmp_path / "repository"
+    build_repository(repository, BuildOptions(lama_weights=checkpoint, models=("lama",)))
+    assert "LaMa ngf 16, 3 blocks weights lama-small.pt" in (repository / "lama" / "config.pbtxt").read_text()
+    image = np.random.default_rng(0).random((1, 3, 64, 96), dtype=np.float32)
+    mask = np.zeros((1, 1, 64, 96), np.float32)
+    mask[:, :, 16:40, 24:60] = 1
+    with TritonServer(repository) as server:
+        served = infer(Route("http-binary", server.http_url), "lama", {"image": image, "mask": mask},
+                       ["inpainted"])["inpainted"]
+    with torch.no_grad():
+        hole = torch.from_numpy(mask)
+        expected = generator(torch.cat([torch.from_numpy(image) * (1 - hole), hole], 1))
+        expected = (hole * expected + (1 - hole) * torch.from_numpy(image)).numpy()
+    assert np.abs(served - expected).max() < 1e-4
