@@ -154,6 +154,13 @@ def infer(route: Route, model: str, inputs: dict[str, np.ndarray], outputs: list
         raise ValueError(f"unknown protocol {route.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if route.protocol in ENDPOINT_PROTOCOLS:
         return _endpoint_infer(route, inputs, outputs, class_count)
+    try:
+        return _server_infer(route, model, inputs, outputs, class_count)
+    except OSError as error:  # refused, reset, unreachable: requests' and gevent's errors are OSErrors
+        raise RequestError(f"{route.protocol} {route.url}: cannot reach the server: {error}") from None
+
+
+def _server_infer(route: Route, model: str, inputs, outputs, class_count) -> dict[str, np.ndarray]:
     if route.protocol.startswith("sagemaker"):
         return _sagemaker_infer(route, inputs, outputs, class_count)
     try:

@@ -58,22 +58,32 @@ def _photometric(kind: str, rng: np.random.Generator, ranges: Ranges):
     raise ValueError(f"unknown transform kind {kind!r}; choose from {', '.join(KINDS)}")
 
 
-def augment(image: np.ndarray, kind: str, index: int, seed: int = 0, ranges: Ranges = Ranges()) -> np.ndarray:
-    """The ``index``-th variant of ``kind``: the same (seed, kind, index) gives the same pixels."""
+def augment(image: np.ndarray, kind: str, index: int, seed: int = 0, ranges: Ranges = Ranges(),
+            geometric: bool = True) -> np.ndarray:
+    """The ``index``-th variant of ``kind``: the same (seed, kind, index) gives the same pixels.
+
+    ``geometric=False`` keeps pixels in place (an anomaly's mask must still fit it).
+    """
     rng = np.random.default_rng([seed, KINDS.index(kind) if kind in KINDS else len(KINDS), index])
-    pipeline = A.Compose([
+    transforms = [
         _photometric(kind, rng, ranges),
         A.HueSaturationValue(hue_shift_limit=ranges.hue_shift, sat_shift_limit=ranges.saturation_shift,
                              val_shift_limit=0, p=1),
-        A.Affine(translate_percent=(-ranges.translate, ranges.translate), rotate=(-ranges.rotate, ranges.rotate),
-                 border_mode=1, p=1),  # cv2.BORDER_REPLICATE: no black corners
-    ], seed=int(rng.integers(2**31)))
+    ]
+    if geometric:
+        transforms.append(A.Affine(translate_percent=(-ranges.translate, ranges.translate),
+                                   rotate=(-ranges.rotate, ranges.rotate), border_mode=1, p=1))  # replicate edges
+    pipeline = A.Compose(transforms, seed=int(rng.integers(2**31)))
     return pipeline(image=image)["image"]
+
+
+def normal_stems(per_kind: int = 10, kinds: tuple[str, ...] = KINDS) -> list[tuple[str, str, int]]:
+    """(file stem, kind, index) of the normal variants: 4 x 10 = 40 by default."""
+    return [(f"normal_{kind}_{index:02d}", kind, index) for kind in kinds for index in range(per_kind)]
 
 
 def normals(image: np.ndarray, per_kind: int = 10, seed: int = 0, kinds: tuple[str, ...] = KINDS,
             ranges: Ranges = Ranges()):
-    """(file stem, image) for ``per_kind`` variants of every kind: 4 x 10 = 40 by default."""
-    for kind in kinds:
-        for index in range(per_kind):
-            yield f"normal_{kind}_{index:02d}", augment(image, kind, index, seed, ranges)
+    """(file stem, image) for ``per_kind`` variants of every kind."""
+    for stem, kind, index in normal_stems(per_kind, kinds):
+        yield stem, augment(image, kind, index, seed, ranges)
