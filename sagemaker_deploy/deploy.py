@@ -248,25 +248,25 @@ def _tagged(aws: Aws, arn: str) -> bool:
 
 def teardown(aws: Aws, endpoint: str = "", delete_artifacts_in: str = "") -> list[str]:
     """Delete the project's endpoints (one, or all), endpoint configs and models; optionally S3 artefacts."""
-    sagemaker = aws.call
+    call = aws.call
     removed = []
-    for item in sagemaker("sagemaker", "list_endpoints", MaxResults=100).get("Endpoints", []):
+    for item in call("sagemaker", "list_endpoints", MaxResults=100).get("Endpoints", []):
         if (not endpoint or item["EndpointName"] == endpoint) and _tagged(aws, item["EndpointArn"]):
-            sagemaker("sagemaker", "delete_endpoint", EndpointName=item["EndpointName"])
+            call("sagemaker", "delete_endpoint", EndpointName=item["EndpointName"])
             removed.append(f"endpoint {item['EndpointName']}")
     prefix = endpoint or ""
-    for item in sagemaker("sagemaker", "list_endpoint_configs", MaxResults=100).get("EndpointConfigs", []):
+    for item in call("sagemaker", "list_endpoint_configs", MaxResults=100).get("EndpointConfigs", []):
         if item["EndpointConfigName"].startswith(prefix) and _tagged(aws, item["EndpointConfigArn"]):
-            sagemaker("sagemaker", "delete_endpoint_config", EndpointConfigName=item["EndpointConfigName"])
+            call("sagemaker", "delete_endpoint_config", EndpointConfigName=item["EndpointConfigName"])
             removed.append(f"endpoint config {item['EndpointConfigName']}")
-    for item in sagemaker("sagemaker", "list_models", MaxResults=100).get("Models", []):
+    for item in call("sagemaker", "list_models", MaxResults=100).get("Models", []):
         if item["ModelName"].startswith(prefix) and _tagged(aws, item["ModelArn"]):
-            sagemaker("sagemaker", "delete_model", ModelName=item["ModelName"])
+            call("sagemaker", "delete_model", ModelName=item["ModelName"])
             removed.append(f"model {item['ModelName']}")
     if delete_artifacts_in:
         bucket, _, key_prefix = delete_artifacts_in.removeprefix("s3://").partition("/")
-        listing = sagemaker("s3", "list_objects_v2", Bucket=bucket, Prefix=key_prefix)
+        listing = call("s3", "list_objects_v2", Bucket=bucket, Prefix=key_prefix)
         for item in listing.get("Contents", []):
-            sagemaker("s3", "delete_object", Bucket=bucket, Key=item["Key"])
+            call("s3", "delete_object", Bucket=bucket, Key=item["Key"])
             removed.append(f"s3://{bucket}/{item['Key']}")
     return removed
