@@ -14,6 +14,7 @@ generator, from ``--lama-weights``; otherwise seeded random weights, said loudly
 """
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -82,10 +83,17 @@ def _load(path: Path):
 def read_generator_weights(path: Path):
     """(generator size, generator tensors) from an official checkpoint, a state dict, TorchScript,
     or a checkpoint of ``defect_data.train_lama`` (which records its smaller size)."""
-    from builders.lama_architecture import BIG_LAMA, FFCResNetGenerator, GeneratorSize, generator_state_dict
-
     if not path.is_file():
         raise WeightsError(f"LaMa weights file {path} does not exist")
+    stat = path.stat()
+    return _read_checked(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_checked(path: Path, mtime_ns: int, size_bytes: int):
+    """Read once per file version: declare, describe and export all need the weights (big-lama: 200 MB)."""
+    from builders.lama_architecture import BIG_LAMA, FFCResNetGenerator, GeneratorSize, generator_state_dict
+
     state = _load(path)
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
