@@ -57,6 +57,8 @@ def model_config(model: ModelDeclaration, target: str) -> mc.ModelConfig:
     for step in model.steps:
         config.ensemble_scheduling.step.add(model_name=step.model_name, model_version=-1,
                                             input_map=step.input_map, output_map=step.output_map)
+    if model.served_version is not None:
+        config.version_policy.specific.versions.append(model.served_version)
     config.model_warmup.extend(_warmup(w) for w in model.warmups)
     parameters = {**model.parameters, **serving.parameters}
     if serving.runner and model.artifact:  # the file the python-backend runner executes

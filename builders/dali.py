@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builders.declaration import (BuildOptions, ModelDeclaration, Serving, Tensor, Warmup,
-                                  WarmupInput)
+from builders.declaration import BuildOptions, ModelDeclaration, Serving, Tensor, Warmup, WarmupInput
 
 NAME = "dali"
 INPUT = Tensor("DALI_INPUT_0", "TYPE_UINT8", (-1,), allow_ragged_batch=True)
@@ -24,8 +23,13 @@ WARMUP_IMAGE = Path(__file__).resolve().parent.parent / "samples" / "chelsea.jpg
 
 
 def preprocessing_pipeline(decoder_device: str, batch_size: int = MAX_BATCH_SIZE,
-                           num_threads: int = NUM_THREADS):
-    """Decode -> resize to 299x299 -> scale to [-1, 1], HWC FP32 (Inception V3's input)."""
+                           num_threads: int = NUM_THREADS, size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE),
+                           layout: str = "HWC", with_shape: bool = False):
+    """Decode -> resize to ``size`` (height, width) -> scale to [-1, 1], FP32 in ``layout``.
+
+    The defaults give Inception V3's input; ``with_shape`` adds a second output, the
+    encoded image's own (height, width, channels) as INT64.
+    """
     from nvidia.dali import fn, pipeline_def, types  # DALI is big: clients import this module too
 
     # device_id=None: a pipeline can be serialized without a GPU; the DALI backend sets
@@ -34,28 +38,32 @@ def preprocessing_pipeline(decoder_device: str, batch_size: int = MAX_BATCH_SIZE
     def pipeline():
         encoded = fn.external_source(name=INPUT.name, device="cpu", dtype=types.UINT8, ndim=1)
         images = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
-        images = fn.resize(images, resize_x=IMAGE_SIZE, resize_y=IMAGE_SIZE)
-        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
-                                        mean=[127.5] * 3, std=[127.5] * 3)
+        images = fn.resize(images, resize_x=size[1], resize_y=size[0])
+        normalized = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout=layout,
+                                              mean=[127.5] * 3, std=[127.5] * 3)
+        return (normalized, fn.peek_image_shape(encoded, dtype=types.INT64)) if with_shape else normalized
 
     return pipeline()
 
 
-def export(version_dir: Path, options: BuildOptions) -> dict[str, bytes]:
-    pipe = preprocessing_pipeline(DECODER_DEVICE[options.target])
-    pipe.serialize(filename=str(version_dir / "model.dali"))
-    return {}
+def declare_pipeline(name: str, outputs: list[Tensor], build_pipeline) -> ModelDeclaration:
+    """A DALI model: ``build_pipeline(decoder_device)`` serialized to ``model.dali``, warmed up on a JPEG."""
+    def export(version_dir: Path, options: BuildOptions) -> dict[str, bytes]:
+        build_pipeline(DECODER_DEVICE[options.target]).serialize(filename=str(version_dir / "model.dali"))
+        return {}
 
-
-def declare(options: BuildOptions) -> ModelDeclaration:
     warmup_bytes = WARMUP_IMAGE.read_bytes()
     warmup = Warmup("sample_jpeg", batch_size=1, inputs={
         INPUT.name: WarmupInput("TYPE_UINT8", (len(warmup_bytes),), input_data_file="sample.jpg")})
     threads = {"num_threads": str(NUM_THREADS)}
     return ModelDeclaration(
-        name=NAME, inputs=[INPUT], outputs=[OUTPUT], max_batch_size=MAX_BATCH_SIZE,
+        name=name, inputs=[INPUT], outputs=outputs, max_batch_size=MAX_BATCH_SIZE,
         serving={"gpu": Serving(backend="dali", instance_kind="KIND_GPU", parameters=threads),
                  "cpu": Serving(backend="python", instance_kind="KIND_CPU", parameters=threads,
                                 runner="dali_runner")},
         artifact="model.dali", dynamic_batching_delay_us=500, warmups=[warmup], export=export,
         model_files={"warmup/sample.jpg": warmup_bytes})
+
+
+def declare(options: BuildOptions) -> ModelDeclaration:
+    return declare_pipeline(NAME, [OUTPUT], preprocessing_pipeline)

@@ -87,6 +87,9 @@ class ModelDeclaration:
     warmups: list[Warmup] = field(default_factory=list)
     steps: list[EnsembleStep] = field(default_factory=list)
     parameters: dict[str, str] = field(default_factory=dict)
+    # Models trained here serve one version by ``version_policy``; training runs add more
+    # version folders, which a rebuild keeps (see ``defect_classifier.registry``).
+    served_version: int | None = None
     # Writes the artifact into a version folder; returns extra files for the model folder.
     export: Callable[[Path, BuildOptions], dict[str, bytes]] | None = None
     model_files: dict[str, bytes] = field(default_factory=dict)  # label files, warmup inputs

@@ -8,26 +8,32 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from builders import dali, inception, lama, lama_prepare
+from builders import (dali, defect_architecture, defect_child, defect_dali, defect_inspection, defect_parent,
+                      defect_router, inception, lama, lama_prepare)
 from builders.declaration import BuildOptions
-from builders.runners import lama_processing
+from builders.repository import served_version
+from builders.runners import defect_routing, lama_processing
 
 
 class DaliPreprocessor:
-    """The built ``model.dali`` in-process. One per thread: a DALI pipeline is not thread-safe."""
+    """A built ``model.dali`` in-process. One per thread: a DALI pipeline is not thread-safe."""
 
     def __init__(self, repository: Path, max_batch_size: int = dali.MAX_BATCH_SIZE,
-                 num_threads: int = dali.NUM_THREADS):
+                 num_threads: int = dali.NUM_THREADS, model: str = dali.NAME):
         from nvidia.dali import Pipeline
 
-        self.pipeline = Pipeline.deserialize(filename=str(Path(repository) / dali.NAME / "1" / "model.dali"),
+        self.max_batch_size = max_batch_size
+        self.pipeline = Pipeline.deserialize(filename=str(Path(repository) / model / "1" / "model.dali"),
                                              batch_size=max_batch_size, num_threads=num_threads, device_id=None)
         self.pipeline.build()
 
-    def __call__(self, images: list[bytes]) -> np.ndarray:
+    def outputs(self, images: list[bytes]) -> list[np.ndarray]:
+        """Every output of the pipeline, batched (at most ``max_batch_size`` images)."""
         self.pipeline.feed_input(dali.INPUT.name, [np.frombuffer(image, dtype=np.uint8) for image in images])
-        (output,) = self.pipeline.run()
-        return output.as_array()
+        return [output.as_array() for output in self.pipeline.run()]
+
+    def __call__(self, images: list[bytes]) -> np.ndarray:
+        return self.outputs(images)[0]
 
 
 def inception_session(repository: Path, num_threads: int = dali.NUM_THREADS) -> ort.InferenceSession:
@@ -64,3 +70,38 @@ class InProcessLama:
         with torch.no_grad():
             inpainted = self.model(torch.from_numpy(planar)[None], torch.from_numpy(hole)[None])[0].numpy()
         return lama_processing.finish(inpainted, size)
+
+
+class InProcessInspection:
+    """``defect_inspection`` without Triton: ``defect_dali``, the served ONNX versions, the same routing."""
+
+    def __init__(self, repository: Path, num_threads: int = dali.NUM_THREADS):
+        self.thresholds = defect_routing.Thresholds(defect_router.PARAMETERS)
+        self.preprocess = DaliPreprocessor(repository, defect_architecture.MAX_BATCH_SIZE, num_threads,
+                                           model=defect_dali.NAME)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        self.sessions = {name: ort.InferenceSession(str(self._served_onnx(Path(repository) / name)), options,
+                                                    providers=["CPUExecutionProvider"])
+                         for name in (defect_router.PARAMETERS["parent"], defect_router.PARAMETERS["child"])}
+
+    @staticmethod
+    def _served_onnx(model_dir: Path) -> Path:
+        return model_dir / str(served_version(model_dir)) / "model.onnx"
+
+    def _run(self, role: str, outputs: list[str], images: np.ndarray) -> list[np.ndarray]:
+        session = self.sessions[defect_router.PARAMETERS[role]]
+        return session.run(outputs, {defect_architecture.IMAGE.name: images})
+
+    def parent(self, images: np.ndarray) -> list[np.ndarray]:
+        return self._run("parent", [t.name for t in defect_parent.OUTPUTS], images)
+
+    def child(self, images: np.ndarray) -> np.ndarray:
+        return self._run("child", [defect_child.MISSING_SCORES.name], images)[0]
+
+    def inspect(self, images: list[bytes]) -> dict[str, np.ndarray]:
+        """The pipeline's four outputs by name, for encoded images."""
+        image, shape = self.preprocess.outputs(images)
+        outputs = defect_routing.inspect(image, shape, self.thresholds, len(defect_architecture.CLASSES),
+                                         self.parent, self.child)
+        return {tensor.name: values for tensor, values in zip(defect_inspection.OUTPUTS, outputs)}

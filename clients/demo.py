@@ -1,6 +1,12 @@
-"""End to end on this machine: build the cpu repository, serve it, classify a sample, stop.
+"""End to end on this machine: the whole use case, from one board photo to served inspection.
 
-    python -m clients.demo [--repository build/cpu] [--image samples/chelsea.jpg]
+    python -m clients.demo [--build build] [--image samples/chelsea.jpg]
+
+1. train the small LaMa (skipped when ``build/lama-small.pt`` exists), 2. build the cpu
+repository with it, 3. serve it, 4. classify a photo over every route, 5. remove the IC
+from the sample board, 6. make a training dataset and an unseen test dataset, 7. train,
+evaluate and register the defect classifiers, approve them, and inspect boards and a
+photo with ``defect_inspection``. Every step is resumable: a rerun reuses what exists.
 """
 from __future__ import annotations
 
@@ -8,14 +14,25 @@ import argparse
 import sys
 from pathlib import Path
 
-from builders.__main__ import main as build
+from builders import defect_child, defect_parent
 from builders import ensemble_dali_inception as ensemble
+from builders.__main__ import main as build
+from builders.repository import version_numbers
 from clients.classify import classify_top_k
 from clients.inpaint import inpaint, png_bytes
+from clients.inspect import describe, inspect
 from clients.protocols import SERVER_PROTOCOLS, server_route
+from defect_classifier.__main__ import main as classifier
+from defect_data.pipeline import main as make_dataset
+from defect_data.train_lama import main as train_lama
 from local_server import ServerError, TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
+STEPS = 7
+
+
+def step(number: int, text: str) -> None:
+    print(f"[{number}/{STEPS}] {text}", flush=True)
 
 
 def remove_ic(server: TritonServer, out: Path) -> Path:
@@ -33,37 +50,69 @@ def remove_ic(server: TritonServer, out: Path) -> Path:
     return out / "board_without_IC.png"
 
 
+def defect_classifiers(server: TritonServer, build_dir: Path, repository: Path, photo: Path) -> int:
+    """Datasets through the served LaMa, a training run, approval, then inspection over HTTP."""
+    datasets = {"train": build_dir / "dataset", "test": build_dir / "dataset-unseen"}
+    step(6, f"making the training dataset {datasets['train']} and the unseen test dataset {datasets['test']}")
+    common = ["--normals-per-kind", "25", "--url", server.http_url]
+    if make_dataset(["--out", str(datasets["train"]), *common]) != 0 or \
+            make_dataset(["--out", str(datasets["test"]), "--seed", "1", *common,
+                          "--labels", str(datasets["train"] / "source" / "output.manifest")]) != 0:
+        return 1
+    step(7, f"training defect_parent and defect_child, registering them in {repository}")
+    if classifier(["train", "--dataset", str(datasets["train"]), "--test-dataset", str(datasets["test"]),
+                   "--repository", str(repository)]) != 0:
+        return 1
+    latest = version_numbers(repository / defect_parent.NAME)[-1]
+    approved = classifier(["approve", "--repository", str(repository), "--version", str(latest),
+                           "--url", server.http_url])
+    if approved not in (0, 3):  # 3: refused, not better than the served version: serving goes on
+        return 1
+    route = server_route(server, "http-binary")
+    boards = [sorted((datasets["test"] / "test" / kind).glob("*.jpg"))[0] for kind in ("normal", "anomaly")]
+    for path in [*boards, photo]:
+        print(f"  {path}: {describe(inspect(route, path.read_bytes()))}")
+    print(f"  reports: {repository}/{{{defect_parent.NAME},{defect_child.NAME}}}/{latest}/evaluation.md")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clients.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repository", type=Path, default=ROOT / "build" / "cpu")
+    parser.add_argument("--build", type=Path, default=ROOT / "build", help="folder for everything the demo makes")
     parser.add_argument("--image", type=Path, default=ROOT / "samples" / "chelsea.jpg")
     parser.add_argument("--top-k", type=int, default=3)
     args = parser.parse_args(argv)
+    lama_weights, repository = args.build / "lama-small.pt", args.build / "cpu"
 
-    print(f"[1/4] building the cpu repository into {args.repository}", flush=True)
-    if build(["--target", "cpu", "--out", str(args.repository)]) != 0:
+    step(1, f"training the small LaMa into {lama_weights}" if not lama_weights.exists()
+         else f"reusing the small LaMa {lama_weights}")
+    if not lama_weights.exists() and train_lama(["--out", str(lama_weights)]) != 0:
         return 1
-    log = args.repository.parent / "tritonserver.log"
-    print(f"[2/4] starting tritonserver on {args.repository} (log: {log})", flush=True)
-    try:
-        server = TritonServer(args.repository, sagemaker_default_model=ensemble.NAME, log_path=log).start()
+    step(2, f"building the cpu repository into {repository}")
+    if build(["--target", "cpu", "--out", str(repository), "--lama-weights", str(lama_weights)]) != 0:
+        return 1
+    log = args.build / "tritonserver.log"
+    step(3, f"starting tritonserver on {repository} (log: {log})")
+    try:  # explicit model control: approving a classifier version reloads it without a restart
+        server = TritonServer(repository, sagemaker_default_model=ensemble.NAME, log_path=log,
+                              extra_args=["--model-control-mode=explicit", "--load-model=*"]).start()
     except ServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     try:
-        print(f"[3/4] classifying {args.image} over every route", flush=True)
+        step(4, f"classifying {args.image} over every route")
         for protocol in SERVER_PROTOCOLS:
             ranked = classify_top_k(server_route(server, protocol), [args.image.read_bytes()], args.top_k)[0]
             print(f"  {protocol:17s} " + "; ".join(f"{label} ({score:.5f})" for score, _, label in ranked))
-        removed = remove_ic(server, args.repository.parent / "demo")
-        print(f"[4/4] removed the IC from the sample board with ensemble_lama: {removed}", flush=True)
+        step(5, f"removed the IC from the sample board with ensemble_lama: {remove_ic(server, args.build / 'demo')}")
+        status = defect_classifiers(server, args.build, repository, args.image)
     finally:
         server.stop()
         print(f"tritonserver stopped; log kept in {log}")
-    print("note: without --inception-weights / --lama-weights the models have random weights: the labels are "
-          "meaningless and LaMa fills the hole with noise; the routes agreeing is what this run shows.")
-    return 0
+    print("note: without --inception-weights the classifier has random weights: its labels are meaningless; "
+          "the routes agreeing is what step 4 shows.")
+    return status
 
 
 if __name__ == "__main__":

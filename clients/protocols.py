@@ -42,28 +42,34 @@ def _binary(protocol: str) -> bool:
     return not protocol.endswith("json")
 
 
-def _http_tensors(inputs: dict[str, np.ndarray], outputs: list[str], binary: bool, class_count: int):
+def _class_count(class_count: int | dict[str, int], output: str) -> int:
+    """One count for every output, or a count per output name (0: the raw tensor)."""
+    return class_count.get(output, 0) if isinstance(class_count, dict) else class_count
+
+
+def _http_tensors(inputs: dict[str, np.ndarray], outputs: list[str], binary: bool, class_count):
     tensors = []
     for name, array in inputs.items():
         tensor = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
         tensor.set_data_from_numpy(array, binary_data=binary)
         tensors.append(tensor)
-    requested = [httpclient.InferRequestedOutput(name, binary_data=binary, class_count=class_count)
-                 for name in outputs]
+    requested = [httpclient.InferRequestedOutput(name, binary_data=binary,
+                                                 class_count=_class_count(class_count, name)) for name in outputs]
     return tensors, requested
 
 
-def _grpc_tensors(inputs: dict[str, np.ndarray], outputs: list[str], class_count: int):
+def _grpc_tensors(inputs: dict[str, np.ndarray], outputs: list[str], class_count):
     tensors = []
     for name, array in inputs.items():
         tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
-    return tensors, [grpcclient.InferRequestedOutput(name, class_count=class_count) for name in outputs]
+    return tensors, [grpcclient.InferRequestedOutput(name, class_count=_class_count(class_count, name))
+                     for name in outputs]
 
 
 def sagemaker_body(inputs: dict[str, np.ndarray], outputs: list[str], binary: bool,
-                   class_count: int = 0) -> tuple[bytes, str]:
+                   class_count: int | dict[str, int] = 0) -> tuple[bytes, str]:
     """(request body, Content-Type) for SageMaker's Triton ``/invocations``."""
     tensors, requested = _http_tensors(inputs, outputs, binary, class_count)
     body, json_size = httpclient.InferenceServerClient.generate_request_body(tensors, outputs=requested)
@@ -148,8 +154,9 @@ def _http_session() -> requests.Session:
 
 
 def infer(route: Route, model: str, inputs: dict[str, np.ndarray], outputs: list[str],
-          class_count: int = 0) -> dict[str, np.ndarray]:
-    """Run ``model`` on ``inputs``; with ``class_count`` the server returns "score:index:label" strings."""
+          class_count: int | dict[str, int] = 0) -> dict[str, np.ndarray]:
+    """Run ``model`` on ``inputs``; with ``class_count`` (for every output, or per output name) the
+    server returns those outputs as "score:index:label" strings."""
     if route.protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {route.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if route.protocol in ENDPOINT_PROTOCOLS:

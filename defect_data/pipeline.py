@@ -73,7 +73,9 @@ def produce(out: Path, route: Route, labelled: groundtruth.Labelled, masks: dict
     kind = augment.KINDS[number % len(augment.KINDS)]
     inpainted = defects.remove(route, labelled.image, masks, removed)
     _save(out / split / "masks" / f"{stem}.png", defects.anomaly_mask(masks, removed, labelled.color_map))
-    _save(out / split / name, augment.augment(inpainted, kind, number, settings.seed + 1, geometric=False))
+    # Train and test may remove the same classes at the same index: their variants must differ.
+    variant = number + 1000 * SPLITS.index(split)
+    _save(out / split / name, augment.augment(inpainted, kind, variant, settings.seed + 1, geometric=False))
 
 
 def build(out: Path, route: Route, labelled: groundtruth.Labelled, settings: Settings) -> dict[str, int]:

@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 from builders.config import parse
+from builders.repository import served_version
 
 ARTIFACTS = {  # platform or backend -> file a version folder must hold
     "onnxruntime_onnx": "model.onnx", "pytorch_libtorch": "model.pt", "tensorflow_graphdef": "model.graphdef",
@@ -78,11 +79,13 @@ def check_repository(repository: Path, default_model: str) -> tuple[list[str], l
         if not versions:
             problems.append(f"{name}: no version folder (build the repository with python -m builders)")
             continue
+        served = served_version(repository / name)  # a version_policy picks it, or the newest serves
+        version_dir = versions[-1] if served is None else repository / name / str(served)
         artifacts = [ARTIFACTS.get(config.platform) or ARTIFACTS.get(config.backend)]
         if "artifact" in config.parameters:  # what a python-backend runner executes
             artifacts.append(config.parameters["artifact"].string_value)
-        problems += [f"{name}: {versions[-1] / artifact} is missing" for artifact in artifacts
-                     if artifact and not (versions[-1] / artifact).is_file()]
+        problems += [f"{name}: {version_dir / artifact} is missing (the version it serves)" for artifact in artifacts
+                     if artifact and not (version_dir / artifact).is_file()]
     if problems:
         raise PackageError("the repository cannot serve " + default_model + ":\n  " + "\n  ".join(problems))
     return needed, bls

@@ -1,0 +1,36 @@
+"""``defect_router``: calls ``defect_parent``, then ``defect_child`` only for anomalies (BLS)."""
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from batching import BatchedModel
+from defect_routing import Thresholds, inspect
+
+
+class TritonPythonModel(BatchedModel):
+    def setup(self):
+        self.thresholds = Thresholds(self.parameters)
+        missing = self.output_names.index(self.parameters["missing_scores"])
+        self.classes = int(self.config["output"][missing]["dims"][0])
+
+    def call(self, model, images, outputs):
+        """One BLS request with these rows; outputs come back in CPU memory."""
+        request = pb_utils.InferenceRequest(
+            model_name=model, requested_output_names=outputs,
+            inputs=[pb_utils.Tensor(self.parameters["image"], np.ascontiguousarray(images))],
+            preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0))
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"{model} failed: {response.error().message()}")
+        return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
+
+    def parent(self, images):
+        return self.call(self.parameters["parent"], images,
+                         [self.parameters["anomaly_score"], self.parameters["novelty"]])
+
+    def child(self, images):
+        return self.call(self.parameters["child"], images, [self.parameters["missing_scores"]])[0]
+
+    def run(self, inputs):
+        images, shapes = (np.stack(inputs[name]) for name in self.input_names)
+        outputs = inspect(images, shapes, self.thresholds, self.classes, self.parent, self.child)
+        # The config declares the outputs in this order (builders/defect_router.py).
+        return {name: list(values) for name, values in zip(self.output_names, outputs)}

@@ -1,0 +1,112 @@
+"""The model repository as a model registry for ``defect_parent`` and ``defect_child``.
+
+A training run registers each model as the next numbered version folder (the same
+number for the pair), with its evaluation report beside ``model.onnx``. Registration is
+all or nothing: folders are staged under hidden names and renamed at the end, and
+removed again if anything stops it. Serving changes only by ``approve``: it points
+``version_policy`` at a version whose validation F1 beats the served one's, and refuses
+otherwise. The repository's target (python runner or native backend) is read from the
+config, so the same run can be registered in a cpu and a gpu repository.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from builders import defect_child, defect_parent
+from builders.config import parse
+from builders.declaration import BuildOptions
+from builders.repository import copy_runner, served_version, set_served_version, version_numbers
+
+MODELS = {module.NAME: module for module in (defect_parent, defect_child)}
+REPORT = "evaluation.json"
+
+
+class RegistryError(ValueError):
+    """The repository cannot do what was asked; the message says why."""
+
+
+class PromotionRefused(RegistryError):
+    """The candidate does not beat the served version on validation F1."""
+
+
+def _model_dir(repository: Path, name: str) -> Path:
+    if name not in MODELS:
+        raise RegistryError(f"unknown model {name!r}; the registry holds {', '.join(MODELS)}")
+    model_dir = Path(repository) / name
+    if not (model_dir / "config.pbtxt").is_file():
+        raise RegistryError(f"{model_dir / 'config.pbtxt'} does not exist: build the repository first "
+                            "(python -m builders --target cpu|gpu --out REPOSITORY)")
+    return model_dir
+
+
+def _target(model_dir: Path) -> str:
+    return "cpu" if parse((model_dir / "config.pbtxt").read_text()).backend == "python" else "gpu"
+
+
+def register(repository: Path, staged: dict[str, Path]) -> int:
+    """Copy each staged folder (model name -> folder with model.onnx and reports) in as version N."""
+    model_dirs = {name: _model_dir(repository, name) for name in staged}
+    number = 1 + max(max(version_numbers(model_dir), default=0) for model_dir in model_dirs.values())
+    partials = {name: model_dir / f".{number}.partial" for name, model_dir in model_dirs.items()}
+    registered = []
+    try:
+        for name, source in staged.items():
+            shutil.rmtree(partials[name], ignore_errors=True)
+            shutil.copytree(source, partials[name])
+            copy_runner(MODELS[name].declare(BuildOptions()), _target(model_dirs[name]), partials[name])
+        for name, partial in partials.items():
+            partial.rename(model_dirs[name] / str(number))
+            registered.append(name)
+    except BaseException:  # Ctrl-C included: leave no half-registered version behind
+        for name in registered:
+            shutil.rmtree(model_dirs[name] / str(number), ignore_errors=True)
+        raise
+    finally:
+        for partial in partials.values():
+            shutil.rmtree(partial, ignore_errors=True)
+    return number
+
+
+def validation_f1(model_dir: Path, version: int | None) -> float | None:
+    """The version's validation F1 from its report; None for versions never evaluated (untrained)."""
+    report = Path(model_dir) / str(version) / REPORT
+    return json.loads(report.read_text())["splits"]["validation"]["f1"] if report.is_file() else None
+
+
+def approve(repository: Path, name: str, version: int) -> str:
+    """Serve ``version`` if its validation F1 beats the served version's; raises PromotionRefused otherwise."""
+    model_dir = _model_dir(repository, name)
+    if version not in version_numbers(model_dir):
+        raise RegistryError(f"{name} has no version {version} (versions: {version_numbers(model_dir)})")
+    candidate = validation_f1(model_dir, version)
+    if candidate is None:
+        raise RegistryError(f"{name} version {version} has no {REPORT}: only evaluated versions can be promoted")
+    served = served_version(model_dir)
+    if served == version:
+        return f"{name}: version {version} is already served"
+    current = validation_f1(model_dir, served)
+    if current is not None and candidate <= current:
+        raise PromotionRefused(f"{name} version {version}: validation F1 {candidate:.4f} does not beat the served "
+                               f"version {served} ({current:.4f}); still serving version {served}")
+    set_served_version(model_dir, version)
+    was = "untrained" if current is None else f"validation F1 {current:.4f}"
+    return f"{name}: now serving version {version} (validation F1 {candidate:.4f}; version {served} had {was})"
+
+
+def status(repository: Path) -> list[str]:
+    """One line per registered version: served marker, validation and test F1."""
+    lines = []
+    for name in MODELS:
+        model_dir = _model_dir(repository, name)
+        served = served_version(model_dir)
+        for number in version_numbers(model_dir):
+            report = model_dir / str(number) / REPORT
+            if report.is_file():
+                splits = json.loads(report.read_text())["splits"]
+                scores = f"validation F1 {splits['validation']['f1']:.4f}, test F1 {splits['test']['f1']:.4f}"
+            else:
+                scores = "untrained"
+            lines.append(f"{'*' if number == served else ' '} {name} version {number}: {scores}")
+    return lines
