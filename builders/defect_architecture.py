@@ -126,7 +126,8 @@ def untrained(name: str, module_for, output_names: list[str]):
     return export
 
 
-def declare_classifier(name: str, outputs: list[Tensor], export, description: str) -> ModelDeclaration:
+def declare_classifier(name: str, outputs: list[Tensor], export, description: str,
+                       model_files: dict[str, bytes] | None = None) -> ModelDeclaration:
     """A defect classifier: ONNX on onnxruntime (gpu) or in the python-backend ONNX runner (cpu).
 
     Serving follows ``version_policy`` (version 1 until a trained version is approved);
@@ -137,6 +138,4 @@ def declare_classifier(name: str, outputs: list[Tensor], export, description: st
         serving={"gpu": Serving(platform="onnxruntime_onnx", instance_kind="KIND_GPU"),
                  "cpu": Serving(backend="python", instance_kind="KIND_CPU", runner="onnx_runner")},
         artifact="model.onnx", dynamic_batching_delay_us=500, export=export, served_version=1,
-        parameters={"description": description},
-        model_files={output.label_filename: ("\n".join(CLASSES) + "\n").encode()
-                     for output in outputs if output.label_filename})
+        parameters={"description": description}, model_files=model_files or {})

@@ -13,6 +13,7 @@ from builders.declaration import BuildOptions, ModelDeclaration, Tensor
 NAME = "defect_child"
 MISSING_SCORES = Tensor("MISSING_SCORES", "TYPE_FP32", (len(arch.CLASSES),), label_filename="components.txt")
 OUTPUTS = [MISSING_SCORES]
+LABEL_FILES = {MISSING_SCORES.label_filename: ("\n".join(arch.CLASSES) + "\n").encode()}  # label_filename is per model: router and pipeline carry it too
 
 
 def module(cnn=None):
@@ -22,4 +23,5 @@ def module(cnn=None):
 
 def declare(options: BuildOptions) -> ModelDeclaration:
     return arch.declare_classifier(NAME, OUTPUTS, arch.untrained(NAME, module, [t.name for t in OUTPUTS]),
-                                   "child of defect_inspection: missing components, called for anomalies")
+                                   "child of defect_inspection: missing components, called for anomalies",
+                                   LABEL_FILES)

@@ -5,7 +5,7 @@ Encoded image bytes in (``DALI_INPUT_0``); out ``DALI_OUTPUT_0`` FP32 [3, 240, 3
 ``DALI_OUTPUT_1`` INT64 [3], the image's own height, width and channels, so that the
 router can refuse an image too small to inspect. ``gpu`` decodes with ``device="mixed"``
 on Triton's DALI backend, ``cpu`` runs the same pipeline in the python-backend runner.
-Training reads its images through this same pipeline (``defect_classifier.data``).
+Training reads its images through this same pipeline (``defect_classifier.pipeline``).
 """
 from __future__ import annotations
 

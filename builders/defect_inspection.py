@@ -8,7 +8,7 @@ routes through ``defect_parent`` and, for anomalies only, ``defect_child``. Outp
 from __future__ import annotations
 
 from builders import defect_architecture as arch
-from builders import defect_dali, defect_router
+from builders import defect_child, defect_dali, defect_router
 from builders.declaration import BuildOptions, EnsembleStep, ModelDeclaration, Serving, Tensor
 
 NAME = "defect_inspection"
@@ -27,4 +27,4 @@ def declare(options: BuildOptions) -> ModelDeclaration:
     ]
     return ModelDeclaration(name=NAME, inputs=[INPUT], outputs=OUTPUTS, max_batch_size=arch.MAX_BATCH_SIZE,
                             serving={"gpu": ensemble, "cpu": ensemble}, steps=steps,
-                            model_files=defect_router.declare(options).model_files)
+                            model_files=defect_child.LABEL_FILES)

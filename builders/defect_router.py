@@ -37,5 +37,4 @@ STEP = Serving(backend="python", instance_kind="KIND_CPU", runner="defect_router
 def declare(options: BuildOptions) -> ModelDeclaration:
     return ModelDeclaration(name=NAME, inputs=[arch.IMAGE, SHAPE], outputs=OUTPUTS, max_batch_size=arch.MAX_BATCH_SIZE,
                             serving={"gpu": STEP, "cpu": STEP}, dynamic_batching_delay_us=500, parameters=PARAMETERS,
-                            model_files={defect_child.MISSING_SCORES.label_filename:
-                                         ("\n".join(arch.CLASSES) + "\n").encode()})
+                            model_files=defect_child.LABEL_FILES)

@@ -81,23 +81,19 @@ class InProcessInspection:
                                            model=defect_dali.NAME)
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
-        self.sessions = {name: ort.InferenceSession(str(self._served_onnx(Path(repository) / name)), options,
-                                                    providers=["CPUExecutionProvider"])
-                         for name in (defect_router.PARAMETERS["parent"], defect_router.PARAMETERS["child"])}
-
-    @staticmethod
-    def _served_onnx(model_dir: Path) -> Path:
-        return model_dir / str(served_version(model_dir)) / "model.onnx"
-
-    def _run(self, role: str, outputs: list[str], images: np.ndarray) -> list[np.ndarray]:
-        session = self.sessions[defect_router.PARAMETERS[role]]
-        return session.run(outputs, {defect_architecture.IMAGE.name: images})
+        self.sessions = {}
+        for name in (defect_parent.NAME, defect_child.NAME):
+            model_dir = Path(repository) / name
+            onnx = model_dir / str(served_version(model_dir)) / "model.onnx"
+            self.sessions[name] = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
 
     def parent(self, images: np.ndarray) -> list[np.ndarray]:
-        return self._run("parent", [t.name for t in defect_parent.OUTPUTS], images)
+        return self.sessions[defect_parent.NAME].run([t.name for t in defect_parent.OUTPUTS],
+                                                     {defect_architecture.IMAGE.name: images})
 
     def child(self, images: np.ndarray) -> np.ndarray:
-        return self._run("child", [defect_child.MISSING_SCORES.name], images)[0]
+        return self.sessions[defect_child.NAME].run([defect_child.MISSING_SCORES.name],
+                                                    {defect_architecture.IMAGE.name: images})[0]
 
     def inspect(self, images: list[bytes]) -> dict[str, np.ndarray]:
         """The pipeline's four outputs by name, for encoded images."""

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from builders.repository import served_version
 from defect_classifier import data, registry
 from defect_classifier.training import TrainSettings
 
@@ -38,19 +39,22 @@ def _train(args) -> int:
 
 
 def _approve(args) -> int:
-    refused = 0
+    refused, promoted = 0, []
     for name in args.models:
+        before = served_version(registry.model_dir_of(args.repository, name))
         try:
             print(registry.approve(args.repository, name, args.version))
         except registry.PromotionRefused as error:
             print(f"refused: {error}", file=sys.stderr)
             refused += 1
+        if served_version(args.repository / name) != before:
+            promoted.append(name)
     if args.url:
         import tritonclient.http as httpclient
         from tritonclient.utils import InferenceServerException
 
         client = httpclient.InferenceServerClient(args.url)
-        for name in args.models:
+        for name in promoted:  # explicit model control: loading again reads the new version_policy
             try:
                 client.load_model(name)
                 print(f"{args.url}: reloaded {name}")

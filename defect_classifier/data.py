@@ -10,6 +10,7 @@ the ground truth, the file name is not trusted.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ def _readable_image(reference: str) -> tuple[np.ndarray, bytes]:
     if reference.startswith("s3://"):
         raise ValueError("an s3:// reference: download the dataset and point the manifest at the files")
     data = Path(reference).read_bytes()
-    with Image.open(Path(reference)) as image:
+    with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB")), data
 
 

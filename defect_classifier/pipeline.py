@@ -67,10 +67,8 @@ def read_images(repository: Path, examples: list[data.Example], progress: Progre
     return np.concatenate(batches) if batches else np.zeros((0, *arch.IMAGE.dims), np.float32)
 
 
-def onnx_scores(path: Path, images: np.ndarray, output: str, batch_size: int = 32) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def onnx_scores(session, images: np.ndarray, output: str, batch_size: int = 32) -> np.ndarray:
+    """One output of an exported model over all images, in batches."""
     return np.concatenate([session.run([output], {arch.IMAGE.name: images[i:i + batch_size]})[0]
                            for i in range(0, len(images), batch_size)])
 
@@ -98,12 +96,15 @@ def _train_and_export(parts, images, settings: training.TrainSettings, staging: 
 
 
 def _evaluate(paths, parts, images, anomaly, details, staging: Path) -> dict[str, dict]:
+    import onnxruntime as ort
+
+    sessions = {name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for name, path in paths.items()}
     reports = {defect_parent.NAME: {}, defect_child.NAME: {}}
     for split in ("validation", "test"):
-        scores = onnx_scores(paths[defect_parent.NAME], images[split], defect_parent.ANOMALY_SCORE.name)
+        scores = onnx_scores(sessions[defect_parent.NAME], images[split], defect_parent.ANOMALY_SCORE.name)
         reports[defect_parent.NAME][split] = evaluation.parent_report(anomaly[split], scores)
         rows = anomaly[split]
-        missing = onnx_scores(paths[defect_child.NAME], images[split][rows], defect_child.MISSING_SCORES.name)
+        missing = onnx_scores(sessions[defect_child.NAME], images[split][rows], defect_child.MISSING_SCORES.name)
         reports[defect_child.NAME][split] = evaluation.child_report(
             data.missing_matrix([e for e in parts[split] if e.anomaly]), missing)
     return {name: evaluation.write_report(staging / name, name, splits, details) for name, splits in reports.items()}
@@ -113,7 +114,7 @@ def run(dataset: Path, test_dataset: Path, repositories: list[Path], settings: t
         validation_fraction: float = 0.2, say=print) -> RunResult:
     for repository in repositories:  # fail before the work, not after it
         for name in registry.MODELS:
-            registry._model_dir(repository, name)
+            registry.model_dir_of(repository, name)
     parts, rejected = prepare(dataset, test_dataset, validation_fraction, settings.seed)
     for entry in rejected:
         say(f"  dropped {entry.source}: {entry.reason}")

@@ -31,7 +31,8 @@ class PromotionRefused(RegistryError):
     """The candidate does not beat the served version on validation F1."""
 
 
-def _model_dir(repository: Path, name: str) -> Path:
+def model_dir_of(repository: Path, name: str) -> Path:
+    """The folder of a registry model in a built repository; RegistryError names what is missing."""
     if name not in MODELS:
         raise RegistryError(f"unknown model {name!r}; the registry holds {', '.join(MODELS)}")
     model_dir = Path(repository) / name
@@ -47,7 +48,7 @@ def _target(model_dir: Path) -> str:
 
 def register(repository: Path, staged: dict[str, Path]) -> int:
     """Copy each staged folder (model name -> folder with model.onnx and reports) in as version N."""
-    model_dirs = {name: _model_dir(repository, name) for name in staged}
+    model_dirs = {name: model_dir_of(repository, name) for name in staged}
     number = 1 + max(max(version_numbers(model_dir), default=0) for model_dir in model_dirs.values())
     partials = {name: model_dir / f".{number}.partial" for name, model_dir in model_dirs.items()}
     registered = []
@@ -77,7 +78,7 @@ def validation_f1(model_dir: Path, version: int | None) -> float | None:
 
 def approve(repository: Path, name: str, version: int) -> str:
     """Serve ``version`` if its validation F1 beats the served version's; raises PromotionRefused otherwise."""
-    model_dir = _model_dir(repository, name)
+    model_dir = model_dir_of(repository, name)
     if version not in version_numbers(model_dir):
         raise RegistryError(f"{name} has no version {version} (versions: {version_numbers(model_dir)})")
     candidate = validation_f1(model_dir, version)
@@ -99,7 +100,7 @@ def status(repository: Path) -> list[str]:
     """One line per registered version: served marker, validation and test F1."""
     lines = []
     for name in MODELS:
-        model_dir = _model_dir(repository, name)
+        model_dir = model_dir_of(repository, name)
         served = served_version(model_dir)
         for number in version_numbers(model_dir):
             report = model_dir / str(number) / REPORT

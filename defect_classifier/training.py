@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from builders import defect_architecture as arch
+from builders import defect_parent
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,6 @@ def calibrate_parent(net, train_images: np.ndarray, train_anomaly: np.ndarray, v
     board to its nearest centre, so boards like these score at most 1 / margin.
     """
     import torch
-
-    from builders import defect_parent
 
     train_features = features(net, train_images)
     mean, std = train_features.mean(axis=0), train_features.std(axis=0) + 1e-6
