@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-deps demo test configs bench clean
+.PHONY: install system-deps demo test configs bench clean compat gpu-smoke
 
 install: $(VENV)/.installed
 
@@ -17,10 +17,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m clients.demo
 
-# perf_analyzer (the benchmarks' cross-check) needs libb64 from Debian.
+# perf_analyzer (the benchmarks' cross-check) needs libb64 from Debian; local_server compiles
+# a one-function bind() shim (SageMaker routes on loopback) with the system C compiler.
 system-deps:
 	@dpkg -s libb64-0d >/dev/null 2>&1 || { apt-get install -y -q libb64-0d || \
 	  { apt-get update -q && apt-get install -y -q libb64-0d; }; }
+	@command -v cc >/dev/null 2>&1 || { apt-get install -y -q gcc || \
+	  { apt-get update -q && apt-get install -y -q gcc; }; }
 
 test: install system-deps
 	$(PY) -m pytest
@@ -35,3 +38,25 @@ bench: install system-deps
 
 clean:
 	rm -rf build benchmarks/results
+
+# A machine with Docker and an NVIDIA GPU: the gpu repository in NVIDIA's tritonserver image,
+# every client route, a perf_analyzer sweep, pass/fail table. GPU_SMOKE_ARGS=--dry-run prints the commands.
+gpu-smoke: install
+	$(PY) -m benchmarks.gpu_smoke $(GPU_SMOKE_ARGS)
+
+# Load the gpu and cpu artifacts with the oldest runtimes the compatibility table names that
+# PyPI has for this Python, and with the default image's, each in its own venv under build/compat
+# (sagemaker_deploy/compatibility.py; results in the README). PyTorch is checked by file format only.
+COMPAT := build/compat
+COMPAT_RUNTIMES := onnx:onnxruntime==1.16.3 onnx:onnxruntime==1.24.4 dali:nvidia-dali-cuda120==1.31.0 \
+	dali:nvidia-dali-cuda120==2.1.0
+compat: install
+	$(PY) -m builders --target gpu --out $(COMPAT)/gpu
+	$(PY) -m builders --target cpu --models dali lama_decode defect_dali lama --out $(COMPAT)/cpu
+	@for runtime in $(COMPAT_RUNTIMES); do kind=$${runtime%%:*}; package=$${runtime#*:}; \
+	  venv=$(COMPAT)/venv-$$(echo $$package | tr '=' '-'); \
+	  [ -x $$venv/bin/python ] || { $(PYTHON) -m venv $$venv && \
+	    $$venv/bin/pip install --quiet "numpy<2" $$package; } || exit 1; \
+	  files=$$(find $(COMPAT)/gpu $(COMPAT)/cpu -name "model.$$kind" | sort); \
+	  $$venv/bin/python sagemaker_deploy/compat_probe.py $$kind $$files || failed=1; \
+	done; exit $${failed:-0}

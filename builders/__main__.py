@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from builders import inception, lama
-from builders.declaration import TARGETS, BuildOptions
+from builders.declaration import DEFAULT_LAMA_FORMAT, TARGETS, BuildOptions
 from builders.repository import build_repository
 
 
@@ -20,7 +20,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--inception-format", choices=sorted(inception.FORMATS), default="onnx")
     parser.add_argument("--inception-weights", type=Path,
                         help="inception_v3_2016_08_28_frozen.pb or a Keras ImageNet .weights.h5 file")
-    parser.add_argument("--lama-format", choices=sorted(lama.FORMATS), default="onnx")
+    parser.add_argument("--inception-tensorrt", action="store_true",
+                        help="gpu: run Inception V3 through ONNX Runtime's TensorRT provider in FP16 "
+                             "(engines built at load time, cached on the instance)")
+    parser.add_argument("--lama-format", choices=sorted(lama.FORMATS),
+                        help="default per target: " + ", ".join(f"{target}: {name}"
+                                                                for target, name in DEFAULT_LAMA_FORMAT.items()))
     parser.add_argument("--lama-weights", type=Path,
                         help="big-lama best.ckpt, or a TorchScript / state-dict file of the generator")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights used without a file")
@@ -43,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party_logs()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     options = BuildOptions(target=args.target, inception_format=args.inception_format,
-                           inception_weights=args.inception_weights, lama_format=args.lama_format,
+                           inception_weights=args.inception_weights, inception_tensorrt=args.inception_tensorrt,
+                           lama_format=args.lama_format or "",
                            lama_weights=args.lama_weights, seed=args.seed,
                            configs_only=args.configs_only, models=tuple(args.models))
     try:

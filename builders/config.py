@@ -10,7 +10,18 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from builders.declaration import ModelDeclaration, Serving, Tensor, Warmup
+from builders.declaration import Accelerator, ModelDeclaration, Serving, Tensor, Warmup
+
+# The TensorRT parameters Triton's onnxruntime backend reads (its README); it refuses to load
+# a model with any other key, so an unknown one is refused here, at build time.
+TENSORRT_PARAMETERS = {
+    "precision_mode": {"FP32", "FP16", "INT8"},
+    "max_workspace_size_bytes": None,  # None: any value (the backend parses it)
+    "int8_calibration_table_name": None,
+    "int8_use_native_calibration_table": None,
+    "trt_engine_cache_enable": {"0", "1", "true", "false"},
+    "trt_engine_cache_path": None,
+}
 
 
 def _tensor_fields(tensor: Tensor) -> dict:
@@ -43,10 +54,22 @@ def _warmup(warmup: Warmup) -> mc.ModelWarmup:
     return message
 
 
+def _gpu_accelerator(accelerator: Accelerator) -> mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator:
+    if accelerator.name == "tensorrt":
+        for key, value in accelerator.parameters.items():
+            allowed = TENSORRT_PARAMETERS.get(key, set())
+            if key not in TENSORRT_PARAMETERS or (allowed is not None and value not in allowed):
+                raise ValueError(f"TensorRT accelerator: {key}={value!r} is not a parameter Triton's "
+                                 f"onnxruntime backend accepts ({', '.join(TENSORRT_PARAMETERS)})")
+    return mc.ModelOptimizationPolicy.ExecutionAccelerators.Accelerator(name=accelerator.name,
+                                                                        parameters=accelerator.parameters)
+
+
 def model_config(model: ModelDeclaration, target: str) -> mc.ModelConfig:
     serving: Serving = model.serving[target]
+    max_batch_size = model.max_batch_size if serving.max_batch_size is None else serving.max_batch_size
     config = mc.ModelConfig(name=model.name, backend=serving.backend, platform=serving.platform,
-                            max_batch_size=model.max_batch_size,
+                            max_batch_size=max_batch_size,
                             input=[_input(t) for t in model.inputs],
                             output=[_output(t) for t in model.outputs])
     if serving.instance_kind:
@@ -60,6 +83,9 @@ def model_config(model: ModelDeclaration, target: str) -> mc.ModelConfig:
     if model.served_version is not None:
         config.version_policy.specific.versions.append(model.served_version)
     config.model_warmup.extend(_warmup(w) for w in model.warmups)
+    if serving.gpu_accelerators:  # touching the field would write an empty optimization block
+        config.optimization.execution_accelerators.gpu_execution_accelerator.extend(
+            _gpu_accelerator(accelerator) for accelerator in serving.gpu_accelerators)
     parameters = {**model.parameters, **serving.parameters}
     if serving.runner and model.artifact:  # the file the python-backend runner executes
         parameters["artifact"] = model.artifact

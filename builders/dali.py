@@ -16,9 +16,14 @@ NAME = "dali"
 INPUT = Tensor("DALI_INPUT_0", "TYPE_UINT8", (-1,), allow_ragged_batch=True)
 OUTPUT = Tensor("DALI_OUTPUT_0", "TYPE_FP32", (299, 299, 3))
 IMAGE_SIZE = 299
-MAX_BATCH_SIZE = 64
-NUM_THREADS = 2
+MAX_BATCH_SIZE = 64  # the cpu runner's (and the ensemble's) batch
+NUM_THREADS = 2  # the cpu runner's: it shares a small CPU with ONNX Runtime
+# A GPU instance decodes with nvJPEG and has CPU cores to spare: the settings of the AWS post
+# this repository follows. The ensembles keep their smaller batch (a step may take more).
+GPU_MAX_BATCH_SIZE = 256
+GPU_NUM_THREADS = 12
 DECODER_DEVICE = {"gpu": "mixed", "cpu": "cpu"}
+PIPELINE_SETTINGS = {"gpu": (GPU_MAX_BATCH_SIZE, GPU_NUM_THREADS), "cpu": (MAX_BATCH_SIZE, NUM_THREADS)}
 WARMUP_IMAGE = Path(__file__).resolve().parent.parent / "samples" / "chelsea.jpg"
 
 
@@ -47,20 +52,23 @@ def preprocessing_pipeline(decoder_device: str, batch_size: int = MAX_BATCH_SIZE
 
 
 def declare_pipeline(name: str, outputs: list[Tensor], build_pipeline) -> ModelDeclaration:
-    """A DALI model: ``build_pipeline(decoder_device)`` serialized to ``model.dali``, warmed up on a JPEG."""
+    """A DALI model: ``build_pipeline(decoder_device, batch_size, num_threads)`` serialized to
+    ``model.dali`` with the target's settings, warmed up on a JPEG."""
     def export(version_dir: Path, options: BuildOptions) -> dict[str, bytes]:
-        build_pipeline(DECODER_DEVICE[options.target]).serialize(filename=str(version_dir / "model.dali"))
+        batch_size, num_threads = PIPELINE_SETTINGS[options.target]
+        build_pipeline(DECODER_DEVICE[options.target], batch_size=batch_size, num_threads=num_threads).serialize(
+            filename=str(version_dir / "model.dali"))
         return {}
 
     warmup_bytes = WARMUP_IMAGE.read_bytes()
     warmup = Warmup("sample_jpeg", batch_size=1, inputs={
         INPUT.name: WarmupInput("TYPE_UINT8", (len(warmup_bytes),), input_data_file="sample.jpg")})
-    threads = {"num_threads": str(NUM_THREADS)}
     return ModelDeclaration(
         name=name, inputs=[INPUT], outputs=outputs, max_batch_size=MAX_BATCH_SIZE,
-        serving={"gpu": Serving(backend="dali", instance_kind="KIND_GPU", parameters=threads),
-                 "cpu": Serving(backend="python", instance_kind="KIND_CPU", parameters=threads,
-                                runner="dali_runner")},
+        serving={"gpu": Serving(backend="dali", instance_kind="KIND_GPU", max_batch_size=GPU_MAX_BATCH_SIZE,
+                                parameters={"num_threads": str(GPU_NUM_THREADS)}),
+                 "cpu": Serving(backend="python", instance_kind="KIND_CPU",
+                                parameters={"num_threads": str(NUM_THREADS)}, runner="dali_runner")},
         artifact="model.dali", dynamic_batching_delay_us=500, warmups=[warmup], export=export,
         model_files={"warmup/sample.jpg": warmup_bytes})
 

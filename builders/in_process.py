@@ -1,5 +1,6 @@
 """The ensembles' work without Triton, in-process: the references that tests compare the
-served ensembles with, and that benchmarks time them against.
+served ensembles with, and that benchmarks time them against. Each applies its
+ensemble's guard limits first, as the served ensemble does.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from builders import (dali, defect_architecture, defect_child, defect_dali, defect_inspection, defect_parent,
-                      defect_router, inception, lama, lama_prepare)
+                      defect_router, ensemble_dali_inception, ensemble_lama, inception, lama)
 from builders.declaration import BuildOptions
 from builders.repository import served_version
 from builders.runners import defect_routing, lama_processing
@@ -53,6 +54,7 @@ class InProcessEnsemble:
         self.session = inception_session(repository, num_threads)
 
     def classify(self, images: list[bytes]) -> np.ndarray:
+        ensemble_dali_inception.GUARD.limits.check_batch(ensemble_dali_inception.INPUT.name, images)
         return self.session.run([inception.OUTPUT.name], {inception.INPUT.name: self.preprocess(images)})[0]
 
 
@@ -66,7 +68,9 @@ class InProcessLama:
         """uint8 HxWx3 image, uint8 HxW mask -> uint8 HxWx3."""
         import torch
 
-        planar, hole, size = lama_processing.prepare(image, mask[..., None], lama_prepare.MAX_SIDE)
+        height, width = image.shape[:2]
+        ensemble_lama.GUARD.limits.check_size(width, height, f"the image (input {ensemble_lama.IMAGE.name})")
+        planar, hole, size = lama_processing.prepare(image, mask[..., None])
         with torch.no_grad():
             inpainted = self.model(torch.from_numpy(planar)[None], torch.from_numpy(hole)[None])[0].numpy()
         return lama_processing.finish(inpainted, size)
@@ -97,6 +101,7 @@ class InProcessInspection:
 
     def inspect(self, images: list[bytes]) -> dict[str, np.ndarray]:
         """The pipeline's four outputs by name, for encoded images."""
+        defect_inspection.GUARD.limits.check_batch(defect_inspection.INPUT.name, images)
         image, shape = self.preprocess.outputs(images)
         outputs = defect_routing.inspect(image, shape, self.thresholds, len(defect_architecture.CLASSES),
                                          self.parent, self.child)

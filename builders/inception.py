@@ -12,10 +12,11 @@ otherwise seeded random weights, which the build log and the config say loudly.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
-from builders.declaration import (BuildOptions, ModelDeclaration, Serving, Tensor, Warmup, WarmupInput,
-                                  WeightsError)
+from builders.declaration import (Accelerator, BuildOptions, ModelDeclaration, Serving, Tensor, Warmup,
+                                  WarmupInput, WeightsError)
 
 LOG = logging.getLogger(__name__)
 INPUT = Tensor("input", "TYPE_FP32", (299, 299, 3), format="FORMAT_NHWC")
@@ -28,6 +29,16 @@ FORMATS = {  # export format -> (model name, artifact, gpu serving, cpu runner)
     "graphdef": ("inception_graphdef", "model.graphdef",
                  Serving(platform="tensorflow_graphdef", instance_kind="KIND_GPU"), "graphdef_runner"),
 }
+# --inception-tensorrt: ONNX Runtime hands the graph to TensorRT (FP16) and keeps the CUDA
+# provider for what TensorRT does not take. Engines are built when the model loads (a minute
+# or more) and again for each new batch-size range; the cache lets a reload of the model
+# on the same instance skip that. Keys: Triton's onnxruntime_backend README.
+TENSORRT = Accelerator("tensorrt", {
+    "precision_mode": "FP16",
+    "max_workspace_size_bytes": str(1 << 30),
+    "trt_engine_cache_enable": "1",
+    "trt_engine_cache_path": "/tmp/triton_tensorrt_cache/inception_onnx",
+})
 
 
 def model_name(options: BuildOptions) -> str:
@@ -131,8 +142,19 @@ def export(version_dir: Path, options: BuildOptions) -> dict[str, bytes]:
     return {}
 
 
+def gpu_serving(options: BuildOptions) -> Serving:
+    gpu = FORMATS[options.inception_format][2]
+    if not options.inception_tensorrt:
+        return gpu
+    if options.target != "gpu" or options.inception_format != "onnx":
+        raise ValueError(f"--inception-tensorrt needs --target gpu and --inception-format onnx, not "
+                         f"--target {options.target} --inception-format {options.inception_format}")
+    return replace(gpu, gpu_accelerators=(TENSORRT,))
+
+
 def declare(options: BuildOptions) -> ModelDeclaration:
-    name, artifact, gpu, runner = FORMATS[options.inception_format]
+    name, artifact, _, runner = FORMATS[options.inception_format]
+    gpu = gpu_serving(options)
     warmup = Warmup("zeros", batch_size=1, inputs={INPUT.name: WarmupInput("TYPE_FP32", INPUT.dims, zero_data=True)})
     return ModelDeclaration(
         name=name, inputs=[INPUT], outputs=[OUTPUT], max_batch_size=MAX_BATCH_SIZE,

@@ -5,9 +5,12 @@ output ``inpainted`` FP32 [3, H, W]: the generator's prediction inside the hole,
 input image outside it. H and W are dynamic and must be multiples of 8 (the
 ``ensemble_lama`` pads for you). Requests of equal size are batched together.
 
-Exported as ONNX (``onnxruntime_onnx``, the default) or TorchScript
-(``pytorch_libtorch``); both come from ``torch.jit.trace`` of the same module, whose
-Fourier units use matrix-product DFTs so that the ONNX graph has no DFT node.
+Exported as ONNX (``onnxruntime_onnx``) or TorchScript (``pytorch_libtorch``), both
+from ``torch.jit.trace`` of the same module and weights. The Fourier units take the
+route each runtime runs best (``builders.lama_architecture``): matrix-product DFTs in
+ONNX, so that the graph has no DFT node (onnxruntime's CUDA provider has none);
+``torch.fft`` in TorchScript, which cuFFT runs and which bakes no device into the graph.
+The default format is per target: see ``builders.declaration.DEFAULT_LAMA_FORMAT``.
 
 Weights: the official big-lama ``best.ckpt``, or a TorchScript / state-dict file of this
 generator, from ``--lama-weights``; otherwise seeded random weights, said loudly.
@@ -29,11 +32,18 @@ OUTPUT = Tensor("inpainted", "TYPE_FP32", (3, -1, -1))
 MAX_BATCH_SIZE = 4
 ONNX_OPSET = 17
 TRACE_SIZE = (64, 96)  # any multiple of 8: the traced graph keeps H and W symbolic
-FORMATS = {  # export format -> (artifact, gpu serving, cpu runner)
-    "onnx": ("model.onnx", Serving(platform="onnxruntime_onnx", instance_kind="KIND_GPU"), "onnx_runner"),
-    "torchscript": ("model.pt", Serving(platform="pytorch_libtorch", instance_kind="KIND_GPU"),
+FORMATS = {  # export format -> (artifact, Fourier route, gpu serving, cpu runner)
+    "onnx": ("model.onnx", "matrix", Serving(platform="onnxruntime_onnx", instance_kind="KIND_GPU"),
+             "onnx_runner"),
+    # pytorch_libtorch binds inputs by forward()'s argument names (image, mask) and the one
+    # output by config order, so the tensor names stay those of the ONNX export.
+    "torchscript": ("model.pt", "fft", Serving(platform="pytorch_libtorch", instance_kind="KIND_GPU"),
                     "torchscript_runner"),
 }
+
+
+class BakedDeviceError(RuntimeError):
+    """A traced graph holds a device constant: it would run only on the device it was traced on."""
 
 
 def inpainter(options: BuildOptions):
@@ -45,11 +55,12 @@ def inpainter(options: BuildOptions):
 
     size, weights = (BIG_LAMA, None) if options.lama_weights is None else \
         read_generator_weights(Path(options.lama_weights))
+    route = FORMATS[options.lama_format][1]
 
     class LamaInpainter(nn.Module):
         def __init__(self):
             super().__init__()
-            self.generator = FFCResNetGenerator(size)
+            self.generator = FFCResNetGenerator(size, fourier_route=route)
 
         def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             hole = (mask > 0).to(image.dtype)
@@ -129,12 +140,25 @@ def example_inputs(height: int = TRACE_SIZE[0], width: int = TRACE_SIZE[1], batc
     return image, mask
 
 
+def baked_devices(module) -> list[str]:
+    """The device constants of a TorchScript module's graph, e.g. ``["cpu"]``; none is portable."""
+    graph = module.inlined_graph  # keep it referenced: its nodes die with it
+    nodes = graph.findAllNodes("prim::Constant", True)
+    return sorted({node.s("value") for node in nodes if node.output().type().kind() == "DeviceObjType"})
+
+
 def traced(model):
+    """``model`` traced on the CPU; refused if the trace pinned a device (it would fail on a GPU)."""
     import torch
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what pytorch_libtorch serves
-        return torch.jit.trace(model, example_inputs(), check_trace=False)
+        module = torch.jit.trace(model, example_inputs(), check_trace=False)
+    devices = baked_devices(module)
+    if devices:
+        raise BakedDeviceError(f"the traced LaMa graph holds the device(s) {', '.join(devices)}: it would fail "
+                               f"on any other device; trace the Fourier units' 'fft' route for TorchScript")
+    return module
 
 
 def export_onnx(model, path: Path) -> None:
@@ -160,7 +184,7 @@ def export(version_dir: Path, options: BuildOptions) -> dict[str, bytes]:
 
 
 def declare(options: BuildOptions) -> ModelDeclaration:
-    artifact, gpu, runner = FORMATS[options.lama_format]
+    artifact, _, gpu, runner = FORMATS[options.lama_format]
     if options.lama_weights is not None and not Path(options.lama_weights).is_file():
         raise WeightsError(f"LaMa weights file {options.lama_weights} does not exist")
     return ModelDeclaration(

@@ -1,11 +1,15 @@
 """The LaMa generator (big-lama): a ResNet of Fast Fourier Convolutions (Suvorov et al., WACV 2022).
 
 Module names and order follow the reference implementation, so the official checkpoint's
-``generator.*`` tensors load with ``strict=True``. The 2-D real FFT of the Fourier unit is
-written as products with cosine/sine matrices built from the input size: the same
-numbers as ``torch.fft.rfftn(norm="ortho")``, but exportable by the TorchScript tracer and
-as plain ONNX MatMuls that every execution provider runs (onnxruntime's CUDA provider
-has no DFT kernel).
+``generator.*`` tensors load with ``strict=True``. The 2-D real FFT of the Fourier unit
+takes one of two routes, a module option that changes no weight:
+
+- ``"matrix"``: products with cosine/sine matrices built from the input size, the same
+  numbers as ``torch.fft.rfftn(norm="ortho")`` as plain ONNX MatMuls that every execution
+  provider runs (onnxruntime's CUDA provider has no DFT kernel). Traced to TorchScript it
+  is slow and bakes the tracing device into the matrices.
+- ``"fft"``: ``torch.fft.rfftn/irfftn`` themselves, for TorchScript (``pytorch_libtorch``):
+  cuFFT on a GPU, and the traced graph keeps no device and dynamic H, W and batch.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from torch import nn
 
 # Channel split of the resnet blocks: 3/4 of the channels go to the global (spectral) branch.
 GLOBAL_RATIO = 0.75
+FOURIER_ROUTES = ("matrix", "fft")
 
 
 @dataclass(frozen=True)
@@ -70,21 +75,35 @@ def irfft2_ortho(real: torch.Tensor, imag: torch.Tensor, like: torch.Tensor) -> 
     return spatial * (height * width) ** -0.5
 
 
+def rfft2_native(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    spectrum = torch.fft.rfftn(x, dim=(-2, -1), norm="ortho")
+    return spectrum.real, spectrum.imag
+
+
+def irfft2_native(real: torch.Tensor, imag: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return torch.fft.irfftn(torch.complex(real, imag), s=like.shape[-2:], dim=(-2, -1), norm="ortho")
+
+
+TRANSFORMS = {"matrix": (rfft2_ortho, irfft2_ortho), "fft": (rfft2_native, irfft2_native)}
+
+
 class FourierUnit(nn.Module):
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, route: str = "matrix"):
         super().__init__()
         self.conv_layer = nn.Conv2d(channels * 2, channels * 2, kernel_size=1, bias=False)
         self.bn = nn.BatchNorm2d(channels * 2)
         self.relu = nn.ReLU(inplace=True)
+        self.route = route
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels = x.shape[:2]
-        real, imag = rfft2_ortho(x.float())
+        forward_transform, inverse_transform = TRANSFORMS[self.route]
+        channels = x.shape[1]
+        real, imag = forward_transform(x.float())
         # Interleave as [c0.re, c0.im, c1.re, ...], the reference's channel order.
         spectrum = torch.stack((real, imag), dim=2).flatten(1, 2)
         spectrum = self.relu(self.bn(self.conv_layer(spectrum)))
         spectrum = spectrum.unflatten(1, (channels, 2))
-        return irfft2_ortho(spectrum[:, :, 0], spectrum[:, :, 1], x)
+        return inverse_transform(spectrum[:, :, 0], spectrum[:, :, 1], x)
 
 
 class SpectralTransform(nn.Module):
@@ -164,10 +183,20 @@ class ConcatTupleLayer(nn.Module):
         return torch.cat(x, dim=1)
 
 
+def set_fourier_route(module: nn.Module, route: str) -> nn.Module:
+    """Switch every Fourier unit inside ``module`` to ``route``; the weights stay as they are."""
+    if route not in FOURIER_ROUTES:
+        raise ValueError(f"unknown Fourier route {route!r}; choose one of {', '.join(FOURIER_ROUTES)}")
+    for unit in module.modules():
+        if isinstance(unit, FourierUnit):
+            unit.route = route
+    return module
+
+
 class FFCResNetGenerator(nn.Module):
     """4 channels (masked RGB, mask last) in [0, 1] -> 3 channels in [0, 1] (sigmoid)."""
 
-    def __init__(self, size: GeneratorSize = BIG_LAMA):
+    def __init__(self, size: GeneratorSize = BIG_LAMA, fourier_route: str = "matrix"):
         super().__init__()
         width = [min(size.max_features, size.ngf * 2 ** i) for i in range(size.n_downsampling + 1)]
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), FFC_BN_ACT(4, size.ngf, kernel_size=7)]
@@ -182,6 +211,7 @@ class FFCResNetGenerator(nn.Module):
                        nn.BatchNorm2d(width[i]), nn.ReLU(inplace=True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(size.ngf, 3, kernel_size=7), nn.Sigmoid()]
         self.model = nn.Sequential(*layers)
+        set_fourier_route(self, fourier_route)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -33,15 +33,18 @@ def decode_pipeline(decoder_device: str, batch_size: int = MAX_BATCH_SIZE, num_t
 
 
 def export(version_dir: Path, options: BuildOptions) -> dict[str, bytes]:
-    decode_pipeline(dali.DECODER_DEVICE[options.target]).serialize(filename=str(version_dir / "model.dali"))
+    num_threads = dali.PIPELINE_SETTINGS[options.target][1]  # the batch stays LaMa's
+    decode_pipeline(dali.DECODER_DEVICE[options.target], num_threads=num_threads).serialize(
+        filename=str(version_dir / "model.dali"))
     return {}
 
 
 def declare(options: BuildOptions) -> ModelDeclaration:
-    threads = {"num_threads": str(dali.NUM_THREADS)}
     return ModelDeclaration(
         name=NAME, inputs=[ENCODED_IMAGE, ENCODED_MASK], outputs=[IMAGE, MASK], max_batch_size=MAX_BATCH_SIZE,
-        serving={"gpu": Serving(backend="dali", instance_kind="KIND_GPU", parameters=threads),
-                 "cpu": Serving(backend="python", instance_kind="KIND_CPU", parameters=threads,
+        serving={"gpu": Serving(backend="dali", instance_kind="KIND_GPU",
+                                parameters={"num_threads": str(dali.GPU_NUM_THREADS)}),
+                 "cpu": Serving(backend="python", instance_kind="KIND_CPU",
+                                parameters={"num_threads": str(dali.NUM_THREADS)},
                                 runner="dali_runner")},
         artifact="model.dali", dynamic_batching_delay_us=500, export=export)

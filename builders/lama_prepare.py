@@ -2,7 +2,8 @@
 
 DALI cannot pad symmetrically (its pad fills with a constant), so the reference's
 binarise-and-pad runs here, in numpy, with the size checks that give bad input a clear
-error: mask and image sizes differ, image over ``max_side``, image under 16 pixels.
+error: mask and image sizes differ, image under 16 pixels. The largest size is checked
+before decoding, by ``lama_guard`` (``ensemble_lama.GUARD``).
 """
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from builders.declaration import BuildOptions, ModelDeclaration, Serving, Tensor
 
 NAME = "lama_prepare"
 SIZE = Tensor("SIZE", "TYPE_INT32", (2,))
-MAX_SIDE = 2048  # big-lama at 2048x2048 takes ~3.5 TMACs: a CPU would need minutes
 STEP = Serving(backend="python", instance_kind="KIND_CPU", runner="lama_prepare_step",
-               parameters={"max_side": str(MAX_SIDE)}, helpers=("batching", "lama_processing"))
+               helpers=("batching", "lama_processing"))
 
 
 def declare(options: BuildOptions) -> ModelDeclaration:

@@ -13,9 +13,10 @@ from builders.config import parse, render, write_config
 from builders.declaration import TARGETS, BuildOptions, ModelDeclaration
 
 LOG = logging.getLogger(__name__)
-MODEL_MODULES = (dali, inception, ensemble_dali_inception,
-                 lama_decode, lama_prepare, lama, lama_finish, ensemble_lama,
-                 defect_dali, defect_parent, defect_child, defect_router, defect_inspection)
+# Builder modules, and the ensembles' guards: each has ``declare(options)``.
+MODEL_MODULES = (ensemble_dali_inception.GUARD, dali, inception, ensemble_dali_inception,
+                 ensemble_lama.GUARD, lama_decode, lama_prepare, lama, lama_finish, ensemble_lama,
+                 defect_inspection.GUARD, defect_dali, defect_parent, defect_child, defect_router, defect_inspection)
 RUNNERS_DIR = Path(__file__).resolve().parent / "runners"
 VERSION = "1"
 

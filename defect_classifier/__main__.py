@@ -1,9 +1,14 @@
 """``python -m defect_classifier``: train, evaluate and register the defect models; approve; status.
 
     python -m defect_classifier train --dataset build/dataset --test-dataset build/dataset-unseen \\
-        --repository build/cpu [--repository build/gpu] [--epochs 30]
+        --repository build/cpu [--repository build/gpu] [--epochs 30] [--params best.json]
+    python -m defect_classifier tune --dataset build/dataset --repository build/cpu [--trials 20] [--out best.json]
     python -m defect_classifier approve --repository build/cpu --version 2 [--url 127.0.0.1:8000]
     python -m defect_classifier status --repository build/cpu
+    python -m defect_classifier register --repository build/gpu --version 2 --bucket B --region R
+    python -m defect_classifier approve --repository build/gpu --package ARN --description "F1 0.97 on unseen"
+    python -m defect_classifier reject --repository build/gpu --package ARN --description "misses capacitors"
+    python -m defect_classifier status --registry --region R
 
 ``train`` registers both models as the next version (not served yet); ``approve``
 serves a version only if its validation F1 beats the served one's, and with ``--url``
@@ -13,17 +18,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from builders.repository import served_version
-from defect_classifier import data, registry
+from defect_classifier import data, registry, sagemaker_registry, tuning
 from defect_classifier.training import TrainSettings
 
 
 def _train(args) -> int:
     from defect_classifier.pipeline import run
 
-    settings = TrainSettings(epochs=args.epochs, seed=args.seed)
+    explicit = {name: getattr(args, name) for name in ("epochs", "seed") if getattr(args, name) is not None}
+    settings = replace(tuning.load_params(args.params) if args.params else TrainSettings(), **explicit)
     result = run(args.dataset, args.test_dataset, args.repository, settings, args.validation_fraction)
     for name, record in result.reports.items():
         splits = record["splits"]
@@ -53,15 +60,28 @@ def _approve(args) -> int:
         import tritonclient.http as httpclient
         from tritonclient.utils import InferenceServerException
 
+        from local_server.server import model_control_headers
+
         client = httpclient.InferenceServerClient(args.url)
         for name in promoted:  # explicit model control: loading again reads the new version_policy
-            try:
-                client.load_model(name)
+            try:  # a server off loopback asks for its key ($TRITON_MODEL_CONTROL_KEY)
+                client.load_model(name, headers=model_control_headers())
                 print(f"{args.url}: reloaded {name}")
             except InferenceServerException as error:
                 print(f"error: {args.url} could not reload {name}: {error.message()}", file=sys.stderr)
                 return 1
     return 3 if refused else 0
+
+
+def _tune(args) -> int:
+    space = tuning.SearchSpace(epochs=(max(1, args.max_epochs // 4), args.max_epochs))
+    result = tuning.tune(args.dataset, args.repository, args.out, args.trials, args.seed, space,
+                         args.validation_fraction)
+    states = [trial["state"] for trial in result["trials"]]
+    print(f"best validation F1 {result['validation_f1']:.4f} (trial {result['best_trial']}; "
+          f"{states.count('complete')} complete, {states.count('pruned')} pruned) -> {args.out}")
+    print(f"  train with it: python -m defect_classifier train --params {args.out} ...")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,25 +93,44 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--test-dataset", type=Path, required=True, help="the same, generated with another --seed")
     train.add_argument("--repository", type=Path, action="append", required=True,
                        help="a built model repository to register in (repeat for cpu and gpu)")
-    train.add_argument("--epochs", type=int, default=TrainSettings.epochs)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--params", type=Path, help="training settings from a file (tune's best.json)")
+    train.add_argument("--epochs", type=int, help=f"default: from --params, else {TrainSettings.epochs}")
+    train.add_argument("--seed", type=int, help=f"default: from --params, else {TrainSettings.seed}")
     train.add_argument("--validation-fraction", type=float, default=0.2)
+    tune = commands.add_parser("tune", help="search training settings on the train/validation split (Optuna)")
+    tune.add_argument("--dataset", type=Path, required=True, help="a defect_data.pipeline output folder")
+    tune.add_argument("--repository", type=Path, required=True, help="a built model repository (its defect_dali "
+                                                                    "reads the images as served)")
+    tune.add_argument("--trials", type=int, default=20, help="trial budget")
+    tune.add_argument("--seed", type=int, default=0, help="sampler, split and training seed (train's --seed)")
+    tune.add_argument("--max-epochs", type=int, default=40, help="epochs are searched from a quarter of this")
+    tune.add_argument("--validation-fraction", type=float, default=0.2)
+    tune.add_argument("--out", type=Path, default=Path("best.json"))
     approve = commands.add_parser("approve", help="serve a registered version if it beats the served one")
     approve.add_argument("--repository", type=Path, required=True)
-    approve.add_argument("--version", type=int, required=True)
+    approve.add_argument("--version", type=int, help="the local version (or --package: the registry's)")
     approve.add_argument("--models", nargs="+", default=list(registry.MODELS), choices=list(registry.MODELS))
-    approve.add_argument("--url", help="a running server (HTTP host:port) to load the promoted version")
+    approve.add_argument("--url", help="a running server (HTTP host:port) to load the promoted version; "
+                                       "its model-repository key, if any, from $TRITON_MODEL_CONTROL_KEY")
     status = commands.add_parser("status", help="registered versions, their F1, and which is served")
-    status.add_argument("--repository", type=Path, required=True)
+    status.add_argument("--repository", type=Path, help="the local versions (or --registry)")
+    sagemaker_registry.add_arguments(commands, approve, status)
     args = parser.parse_args(argv)
+    if sagemaker_registry.wanted(args):
+        return sagemaker_registry.run_command(args)
+    if args.command in ("approve", "status") and None in (args.repository, getattr(args, "version", 0)):
+        parser.error(f"{args.command} needs --repository{' and --version' if args.command == 'approve' else ''} "
+                     "(the local folders), or the registry's flags")
     try:
         if args.command == "train":
             return _train(args)
         if args.command == "approve":
             return _approve(args)
+        if args.command == "tune":
+            return _tune(args)
         print("\n".join(registry.status(args.repository)))
         return 0
-    except (data.DatasetError, registry.RegistryError) as error:
+    except (data.DatasetError, registry.RegistryError, tuning.ParamsError, tuning.TuningError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

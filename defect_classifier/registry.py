@@ -51,18 +51,19 @@ def register(repository: Path, staged: dict[str, Path]) -> int:
     model_dirs = {name: model_dir_of(repository, name) for name in staged}
     number = 1 + max(max(version_numbers(model_dir), default=0) for model_dir in model_dirs.values())
     partials = {name: model_dir / f".{number}.partial" for name, model_dir in model_dirs.items()}
-    registered = []
+    renaming = []
     try:
         for name, source in staged.items():
             shutil.rmtree(partials[name], ignore_errors=True)
             shutil.copytree(source, partials[name])
             copy_runner(MODELS[name].declare(BuildOptions()), _target(model_dirs[name]), partials[name])
         for name, partial in partials.items():
+            renaming.append(name)  # before the rename: a Ctrl-C right after it must still undo it
             partial.rename(model_dirs[name] / str(number))
-            registered.append(name)
     except BaseException:  # Ctrl-C included: leave no half-registered version behind
-        for name in registered:
-            shutil.rmtree(model_dirs[name] / str(number), ignore_errors=True)
+        for name in renaming:
+            if not partials[name].exists():  # it was renamed in
+                shutil.rmtree(model_dirs[name] / str(number), ignore_errors=True)
         raise
     finally:
         for partial in partials.values():

@@ -51,11 +51,12 @@ def augment(batch, settings: TrainSettings, generator):
     return (moved * contrast + brightness).clamp(-1, 1)
 
 
-def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSettings, on_step):
+def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSettings, on_step, on_epoch=None):
     """A fresh ``defect_architecture`` CNN trained with binary cross-entropy on each output.
 
     ``targets`` [N, outputs] 0/1; positives are weighted by how rare they are.
-    ``on_step()`` is called after every optimizer step (progress).
+    ``on_step()`` is called after every optimizer step (progress); ``on_epoch(epoch, net)``
+    after every epoch (tuning scores the net there and may stop the run by raising).
     """
     import torch
 
@@ -70,7 +71,7 @@ def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSe
     steps = settings.epochs * steps_per_epoch(len(x), settings)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=max(steps, 1))
     net.train()
-    for _ in range(settings.epochs):
+    for epoch in range(settings.epochs):
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), settings.batch_size):
             rows = order[start:start + settings.batch_size]
@@ -83,6 +84,8 @@ def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSe
             optimizer.step()
             schedule.step()
             on_step()
+        if on_epoch:
+            on_epoch(epoch, net)
     return net.eval()
 
 

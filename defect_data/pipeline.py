@@ -50,6 +50,16 @@ def _save(path: Path, array: np.ndarray) -> None:
     partial.replace(path)
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Whole file or none: an interrupted write leaves the previous file and no .partial behind."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(text)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def tasks(labelled: groundtruth.Labelled, settings: Settings) -> list[tuple[str, str, tuple[str, ...]]]:
     """(split, file name, removed classes) for every image; normals remove nothing."""
     stems = augment.normal_stems(settings.normals_per_kind)
@@ -129,7 +139,7 @@ def version_record(out: Path, labelled: groundtruth.Labelled, settings: Settings
     version = hashlib.sha256(f"{inputs.hexdigest()}{json.dumps(parameters, sort_keys=True)}".encode()).hexdigest()
     record = {"version": version[:16], "inputs_sha256": inputs.hexdigest(), "parameters": parameters,
               "counts": counts}
-    (out / "dataset_version.json").write_text(json.dumps(record, indent=2) + "\n")
+    _write_text(out / "dataset_version.json", json.dumps(record, indent=2) + "\n")
     return record
 
 

@@ -1,10 +1,16 @@
-"""``python -m sagemaker_deploy``: package, deploy, update, invoke-async, teardown.
+"""``python -m sagemaker_deploy``: package, deploy, add-model, update, rollout, promote, invoke-async, teardown.
 
     python -m sagemaker_deploy deploy --repository build/gpu --endpoint vision --bucket B --role ARN --region R
     python -m sagemaker_deploy update --repository build/gpu --endpoint vision --bucket B --role ARN --region R
+    python -m sagemaker_deploy rollout --repository build/gpu --endpoint vision --bucket B --role ARN --region R \
+        --instances 2 --max-instances 4 --canary-percent 50 --wait-s 600 --max-5xx 1 --p99-ms 500
     python -m sagemaker_deploy deploy --repository build/gpu --endpoint lama --default-model ensemble_lama \\
         --async-output s3://B/lama --autoscale-to-zero ...
+    python -m sagemaker_deploy deploy --multi-model --repository build/gpu --endpoint factory --bucket B --role ARN
+    python -m sagemaker_deploy add-model --repository build/gpu --endpoint factory --pipeline ensemble_lama
     python -m sagemaker_deploy invoke-async --endpoint lama --input-prefix s3://B/lama/input IMAGE MASK -o OUT.png
+    python -m sagemaker_deploy promote --package ARN --staging-endpoint vision-staging --endpoint vision \\
+        --test-dataset build/dataset-unseen --role ARN --region R [--min-parent-f1 0.9 --p95-ms 2000 ...]
     python -m sagemaker_deploy teardown [--endpoint vision] [--delete-artifacts s3://B/prefix] --region R
 
 Real-time requests go through the clients: python -m clients.classify IMAGE --protocol sagemaker-endpoint
@@ -21,7 +27,18 @@ from sagemaker_deploy.async_inference import AsyncFailed, invoke_async, scale_to
 from sagemaker_deploy.aws import Aws, AwsError
 from sagemaker_deploy.deploy import DEFAULT_INSTANCE, DEFAULT_TRITON_VERSION, DeployFailed, DeployRequest, deploy, \
     teardown, update
+from sagemaker_deploy.model_registry import RegistryError
+from sagemaker_deploy.multi_model import add_model, deploy_multi_model, package_pipelines
 from sagemaker_deploy.package import PackageError, make_archive
+from sagemaker_deploy.promote import Gate, GateFailed, PromoteError, PromoteRequest, promote
+from sagemaker_deploy.rollout import AlarmLimits, RolloutError, TrafficShift, release_to_production
+
+
+def _image_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--triton-version", default=DEFAULT_TRITON_VERSION,
+                        help="SageMaker Triton image; every artifact is checked against its runtimes")
+    parser.add_argument("--allow-cpu-target", action="store_true",
+                        help="accept a --target cpu build (python runners), e.g. for the local emulator")
 
 
 def _release_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,13 +49,75 @@ def _release_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="visual-inspection-triton", help="S3 key prefix of the archives")
     parser.add_argument("--default-model", default="ensemble_dali_inception")
     parser.add_argument("--instance-type", default=DEFAULT_INSTANCE)
-    parser.add_argument("--triton-version", default=DEFAULT_TRITON_VERSION)
+    _image_arguments(parser)
     parser.add_argument("--thread-count", type=int, help="SAGEMAKER_TRITON_THREAD_COUNT")
     parser.add_argument("--async-output", default="", help="s3://bucket/prefix: make an asynchronous endpoint")
     parser.add_argument("--max-concurrent-invocations", type=int, default=4)
     parser.add_argument("--autoscale-to-zero", action="store_true", help="async only: scale to 0 instances when idle")
     parser.add_argument("--poll-s", type=float, default=30.0)
     parser.add_argument("--wait-timeout-s", type=float, default=3600.0)
+
+
+def _multi_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--multi-model", action="store_true",
+                        help="one archive per pipeline; the endpoint's model gets Mode MultiModel and each "
+                             "request names its archive (TargetModel)")
+    parser.add_argument("--pipeline", action="append", default=None,
+                        help="with --multi-model: a pipeline (ensemble) to pack; repeat; default: every ensemble")
+
+
+def _rollout_arguments(parser: argparse.ArgumentParser) -> None:
+    _release_arguments(parser)
+    _guardrail_arguments(parser)
+
+
+def _guardrail_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--instances", type=int, default=2, help="instances of the new version (a canary needs 2+)")
+    parser.add_argument("--max-instances", type=int, default=4, help="autoscaling's upper bound")
+    steps = parser.add_mutually_exclusive_group()
+    steps.add_argument("--canary-percent", type=int, default=50, help="the canary's share of the fleet (<= 50)")
+    steps.add_argument("--linear-percent", type=int, help="linear steps of this share of the fleet (10-50)")
+    parser.add_argument("--wait-s", type=int, default=600, help="baking time after each step (0-3600)")
+    parser.add_argument("--termination-wait-s", type=int, default=0,
+                        help="the old fleet stays this long after the last step, alarms watched (0-3600)")
+    parser.add_argument("--max-execution-s", type=int, default=3600, help="the whole update's limit (600-14400)")
+    parser.add_argument("--max-5xx", type=int, default=1, help="Invocation5XXErrors per period that roll back")
+    parser.add_argument("--p99-ms", type=float, default=1000.0, help="p99 ModelLatency that rolls back")
+    parser.add_argument("--alarm-period-s", type=int, default=60, help="the alarms' period: 10, 30 or a multiple of 60")
+
+
+def _promote_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--package", required=True, help="an Approved model package ARN (python -m defect_classifier "
+                                                         "register / approve)")
+    parser.add_argument("--staging-endpoint", required=True, help="where the acceptance checks run")
+    parser.add_argument("--endpoint", required=True, help="production: released to only when every check passes")
+    parser.add_argument("--test-dataset", type=Path, required=True,
+                        help="a defect_data.pipeline folder generated with a seed training never saw")
+    parser.add_argument("--role", required=True, help="SageMaker execution role ARN")
+    parser.add_argument("--instance-type", default=DEFAULT_INSTANCE)
+    parser.add_argument("--min-parent-f1", type=float, default=Gate.parent_f1)
+    parser.add_argument("--min-child-f1", type=float, default=Gate.child_f1)
+    parser.add_argument("--p95-ms", type=float, default=Gate.p95_ms, help="latency budget of one image")
+    parser.add_argument("--load-requests", type=int, default=Gate.load_requests)
+    parser.add_argument("--load-concurrency", type=int, default=Gate.load_concurrency)
+    parser.add_argument("--report-dir", type=Path, default=Path("build/release"))
+    parser.add_argument("--poll-s", type=float, default=30.0)
+    parser.add_argument("--wait-timeout-s", type=float, default=3600.0)
+    _guardrail_arguments(parser)
+
+
+def promote_request(args: argparse.Namespace, region: str) -> PromoteRequest:
+    gate = Gate(args.min_parent_f1, args.min_child_f1, args.p95_ms, args.load_requests, args.load_concurrency)
+    return PromoteRequest(args.package, args.staging_endpoint, args.endpoint, args.test_dataset, args.role, region,
+                          instance_type=args.instance_type, instance_count=args.instances, gate=gate,
+                          report_dir=args.report_dir, shift=traffic_shift(args),
+                          limits=AlarmLimits(args.max_5xx, args.p99_ms, args.alarm_period_s),
+                          max_instances=args.max_instances, poll_s=args.poll_s, wait_timeout_s=args.wait_timeout_s)
+
+
+def traffic_shift(args: argparse.Namespace) -> TrafficShift:
+    kind, size = ("LINEAR", args.linear_percent) if args.linear_percent else ("CANARY", args.canary_percent)
+    return TrafficShift(kind, "CAPACITY_PERCENT", size, args.wait_s, args.termination_wait_s, args.max_execution_s)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,9 +129,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     package = commands.add_parser("package", help="check the repository and write model.tar.gz")
     package.add_argument("--repository", type=Path, required=True)
     package.add_argument("--default-model", default="ensemble_dali_inception")
-    package.add_argument("-o", "--out", type=Path, default=Path("build/sagemaker/model.tar.gz"))
-    _release_arguments(commands.add_parser("deploy", help="create a new endpoint"))
+    package.add_argument("-o", "--out", type=Path, default=None,
+                         help="the archive (default build/sagemaker/model.tar.gz), or with --multi-model the "
+                              "folder of archives (default build/sagemaker/multi-model)")
+    _image_arguments(package)
+    _multi_model_arguments(package)
+    deploy_parser = commands.add_parser("deploy", help="create a new endpoint")
+    _release_arguments(deploy_parser)
+    _multi_model_arguments(deploy_parser)
+    add_model = commands.add_parser("add-model", help="upload one more pipeline to a multi-model endpoint "
+                                    "(no redeploy)")
+    add_model.add_argument("--repository", type=Path, required=True)
+    add_model.add_argument("--endpoint", required=True)
+    add_model.add_argument("--pipeline", required=True, help="the ensemble to add, served as <pipeline>.tar.gz")
+    _image_arguments(add_model)
     _release_arguments(commands.add_parser("update", help="blue/green update of an endpoint to a new version"))
+    _rollout_arguments(commands.add_parser("rollout", help="production release: canary or linear traffic "
+                                           "shifting, rolled back by 5xx/p99 alarms; then autoscaling"))
+    _promote_arguments(commands.add_parser("promote", help="an approved package: staging endpoint, acceptance "
+                                           "checks, then production only if they pass"))
     async_call = commands.add_parser("invoke-async", help="inpaint through an async ensemble_lama endpoint")
     async_call.add_argument("--endpoint", required=True)
     async_call.add_argument("--input-prefix", required=True, help="s3://bucket/prefix for request bodies")
@@ -62,24 +157,60 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     async_call.add_argument("--timeout-s", type=float, default=900.0)
     async_call.add_argument("--poll-s", type=float, default=5.0)
     down = commands.add_parser("teardown", help="delete the project's endpoints, configs and models")
-    down.add_argument("--endpoint", default="", help="only this endpoint and its configs and models")
-    down.add_argument("--delete-artifacts", default="", help="also delete the S3 objects under this s3:// prefix")
+    down.add_argument("--endpoint", default="",
+                      help="only the resources tagged as this endpoint's (exact name, never a prefix)")
+    down.add_argument("--delete-artifacts", default="",
+                      help="also delete the project's (tagged) S3 objects under this s3:// prefix")
     return parser.parse_args(argv)
 
 
+def refusal(args: argparse.Namespace) -> str:
+    """Why the arguments cannot work together, found before any AWS call; empty when they can."""
+    if args.command == "rollout" and args.async_output:
+        return "rollout shifts real-time traffic under alarms; update an asynchronous endpoint with `update`"
+    if getattr(args, "autoscale_to_zero", False) and not args.async_output:
+        return ("--autoscale-to-zero needs --async-output: only an asynchronous endpoint can scale to 0 "
+                "instances (a real-time one keeps at least 1)")
+    return ""
+
+
 def run(args: argparse.Namespace, aws: Aws) -> None:
-    if args.command == "package":
-        packed, bls = make_archive(args.repository, args.default_model, args.out)
-        print(f"wrote {args.out}: {', '.join(packed)}" + (f"; BLS-only: {', '.join(bls)}" if bls else ""))
-    elif args.command in ("deploy", "update"):
+    if args.command == "package" and args.multi_model:
+        out = args.out or Path("build/sagemaker/multi-model")
+        for archive, models in package_pipelines(args.repository, out, args.pipeline, args.triton_version,
+                                                 args.allow_cpu_target).items():
+            print(f"wrote {out / archive}: {', '.join(models)}")
+    elif args.command == "package":
+        out = args.out or Path("build/sagemaker/model.tar.gz")
+        packed, bls = make_archive(args.repository, args.default_model, out, args.triton_version,
+                                   args.allow_cpu_target)
+        print(f"wrote {out}: {', '.join(packed)}" + (f"; BLS-only: {', '.join(bls)}" if bls else ""))
+    elif args.command == "add-model":
+        with tempfile.TemporaryDirectory() as workdir:
+            request = DeployRequest(args.repository, args.endpoint, "", "", aws.region or "",
+                                    triton_version=args.triton_version, workdir=Path(workdir),
+                                    allow_cpu_target=args.allow_cpu_target)
+            add_model(aws, request, args.pipeline)
+    elif args.command in ("deploy", "update", "rollout"):
         with tempfile.TemporaryDirectory() as workdir:
             request = DeployRequest(args.repository, args.endpoint, args.bucket, args.role, aws.region or "",
                                     args.prefix, args.default_model, args.instance_type, args.triton_version,
                                     args.thread_count, args.async_output, args.max_concurrent_invocations,
-                                    Path(workdir), args.wait_timeout_s, args.poll_s)
-            (deploy if args.command == "deploy" else update)(aws, request)
+                                    Path(workdir), args.wait_timeout_s, args.poll_s,
+                                    allow_cpu_target=args.allow_cpu_target,
+                                    instance_count=getattr(args, "instances", 1))
+            if args.command == "deploy" and args.multi_model:
+                deploy_multi_model(aws, request, args.pipeline)
+            elif args.command == "rollout":
+                release_to_production(aws, request, traffic_shift(args), AlarmLimits(
+                    args.max_5xx, args.p99_ms, args.alarm_period_s), args.max_instances)
+            else:
+                (deploy if args.command == "deploy" else update)(aws, request)
         if args.autoscale_to_zero:
             scale_to_zero(aws, args.endpoint)
+    elif args.command == "promote":
+        print(f"staging gate passed: report {promote(aws, promote_request(args, aws.region or ''))}; "
+              f"{args.endpoint} serves the package")
     elif args.command == "invoke-async":
         inpaint_async(aws, args)
     else:
@@ -109,6 +240,9 @@ def inpaint_async(aws: Aws, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if refusal(args):
+        print(f"error: {refusal(args)}", file=sys.stderr)
+        return 2
     if args.region is None:
         import boto3
 
@@ -116,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     aws = Aws(args.region, dry_run=args.dry_run)
     try:
         run(args, aws)
-    except (AwsError, DeployFailed, PackageError, AsyncFailed) as error:
+    except (AwsError, DeployFailed, PackageError, AsyncFailed, RolloutError, RegistryError, PromoteError,
+            GateFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from sagemaker_deploy.aws import Aws
+from sagemaker_deploy.aws import Aws, AwsError, s3_tagging
 
 POLL_S = 5.0
 TIMEOUT_S = 900.0
@@ -27,7 +27,8 @@ def invoke_async(aws: Aws, endpoint: str, body: bytes, content_type: str, input_
                  timeout_s: float = TIMEOUT_S, poll_s: float = POLL_S) -> tuple[bytes, str]:
     """(response body, its content type) of one asynchronous request."""
     bucket, key = split_s3(f"{input_prefix.rstrip('/')}/{uuid.uuid4().hex}")
-    aws.call("s3", "put_object", Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+    aws.call("s3", "put_object", Bucket=bucket, Key=key, Body=body, ContentType=content_type,
+             Tagging=s3_tagging(endpoint))
     answer = aws.call("sagemaker-runtime", "invoke_endpoint_async", EndpointName=endpoint,
                       InputLocation=f"s3://{bucket}/{key}", ContentType=content_type)
     if aws.dry_run:
@@ -47,14 +48,18 @@ def invoke_async(aws: Aws, endpoint: str, body: bytes, content_type: str, input_
 
 
 def _read_if_present(aws: Aws, location: str) -> tuple[bytes, str] | None:
+    """The object's (body, content type); None while it does not exist yet. Other failures are one AwsError line."""
     if not location:
         return None
     bucket, key = split_s3(location)
     try:
-        found = aws.client("s3").get_object(Bucket=bucket, Key=key)
-    except aws.client("s3").exceptions.NoSuchKey:
-        return None
-    return found["Body"].read(), found.get("ContentType", "")
+        with aws.one_line_errors("s3", "get_object"):  # not aws.call: a poll every few seconds is not printed
+            found = aws.client("s3").get_object(Bucket=bucket, Key=key)
+            return found["Body"].read(), found.get("ContentType", "")  # the body streams: can fail too
+    except AwsError as error:
+        if error.code == "NoSuchKey":
+            return None
+        raise
 
 
 def scale_to_zero(aws: Aws, endpoint: str, max_instances: int = 1, backlog_per_instance: float = 5.0) -> None:

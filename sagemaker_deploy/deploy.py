@@ -1,24 +1,29 @@
 """Real-time and async SageMaker endpoints for the repository, their roll-out and their removal.
 
-Every resource this project creates carries the ``project`` tag, so ``teardown`` finds
-exactly those. A deploy that fails removes what it created; an update that fails goes
-back to the configuration that was serving.
+Every resource a deploy or update creates (model, endpoint config, endpoint, S3 archive)
+carries the ``project`` tag and a tag naming its endpoint, so ``teardown`` deletes by
+exact tags, never by a name prefix, and reads every page of every listing. A deploy that
+fails removes what it created; an update that fails goes back to the configuration that
+was serving.
 """
 from __future__ import annotations
 
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
+from typing import Iterator
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from sagemaker_deploy.aws import PROJECT_TAG, Aws, AwsError
-from sagemaker_deploy.package import additional_args, make_archive
+from sagemaker_deploy.aws import ENDPOINT_TAG_KEY, PROJECT_TAG, Aws, AwsError, ownership_tags, s3_tagging
+from sagemaker_deploy.package import additional_args, check_repository, make_archive
 
 DEFAULT_INSTANCE = "ml.g5.xlarge"
-DEFAULT_TRITON_VERSION = "24.09"
+DEFAULT_TRITON_VERSION = "26.05"  # why: sagemaker_deploy/compatibility.py and the README
 WAIT_POLL_S = 30.0
 WAIT_TIMEOUT_S = 3600.0
 
@@ -35,6 +40,8 @@ class Release:
     model_data_url: str
     image_uri: str
     environment: dict[str, str]
+    endpoint: str = ""  # the endpoint it is made for: its resources' ownership tag
+    mode: str = "SingleModel"  # or "MultiModel": model_data_url is then an S3 prefix of archives
 
 
 @dataclass
@@ -70,30 +77,34 @@ def release_name(prefix: str) -> str:
 
 
 def upload_release(aws: Aws, created: Created, repository: Path, default_model: str, bucket: str, prefix: str,
-                   name: str, image: str, workdir: Path, thread_count: int | None = None) -> Release:
+                   name: str, image: str, workdir: Path, thread_count: int | None = None,
+                   endpoint: str = "") -> Release:
     """Check and pack the repository, upload it, and describe the container that will serve it."""
     archive = workdir / f"{name}.tar.gz"
     packed, bls = make_archive(repository, default_model, archive)
     aws.say(f"packed {', '.join(packed)} into {archive} ({archive.stat().st_size / 2**20:.1f} MiB)")
     key = f"{prefix.strip('/')}/{name}/model.tar.gz".lstrip("/")
-    aws.call("s3", "upload_file", Filename=str(archive), Bucket=bucket, Key=key)
+    aws.call("s3", "upload_file", Filename=str(archive), Bucket=bucket, Key=key,
+             ExtraArgs={"Tagging": s3_tagging(endpoint)})
     url = f"s3://{bucket}/{key}"
     created.add("s3", url)
-    return Release(name, url, image, container_environment(default_model, bls, thread_count))
+    return Release(name, url, image, container_environment(default_model, bls, thread_count), endpoint)
 
 
 def create_model(aws: Aws, created: Created, release: Release, role: str) -> None:
-    aws.call("sagemaker", "create_model", ModelName=release.name, ExecutionRoleArn=role, Tags=[PROJECT_TAG],
+    aws.call("sagemaker", "create_model", ModelName=release.name, ExecutionRoleArn=role,
+             Tags=ownership_tags(release.endpoint),
              PrimaryContainer={"Image": release.image_uri, "ModelDataUrl": release.model_data_url,
-                               "Environment": release.environment})
+                               "Environment": release.environment, "Mode": release.mode})
     created.add("model", release.name)
 
 
 def create_endpoint_config(aws: Aws, created: Created, release: Release, instance_type: str,
-                           async_config: dict | None = None) -> None:
+                           async_config: dict | None = None, instance_count: int = 1) -> None:
     variant = {"VariantName": "AllTraffic", "ModelName": release.name, "InstanceType": instance_type,
-               "InitialInstanceCount": 1}
-    arguments = {"EndpointConfigName": release.name, "ProductionVariants": [variant], "Tags": [PROJECT_TAG]}
+               "InitialInstanceCount": instance_count}
+    arguments = {"EndpointConfigName": release.name, "ProductionVariants": [variant],
+                 "Tags": ownership_tags(release.endpoint)}
     if async_config:
         arguments["AsyncInferenceConfig"] = async_config
     aws.call("sagemaker", "create_endpoint_config", **arguments)
@@ -129,6 +140,14 @@ def failure_message(endpoint: str, description: dict) -> str:
             f"container logs: CloudWatch log group /aws/sagemaker/Endpoints/{endpoint}")
 
 
+SAGEMAKER_RESOURCES = {"endpoint": "endpoint", "endpoint-config": "endpoint_config", "model": "model"}
+
+
+def _pascal(resource: str) -> str:
+    """endpoint_config -> EndpointConfig: the stem of SageMaker's field names (EndpointConfigName, ...Arn)."""
+    return "".join(word.capitalize() for word in resource.split("_"))
+
+
 def remove(aws: Aws, created: Created) -> None:
     """Delete what this run created, newest first; keep going past what is already gone."""
     for kind, name in reversed(created.resources):
@@ -137,10 +156,8 @@ def remove(aws: Aws, created: Created) -> None:
                 bucket, key = name.removeprefix("s3://").split("/", 1)
                 aws.call("s3", "delete_object", Bucket=bucket, Key=key)
             else:
-                operation = {"model": "delete_model", "endpoint-config": "delete_endpoint_config",
-                             "endpoint": "delete_endpoint"}[kind]
-                key = {"model": "ModelName", "endpoint-config": "EndpointConfigName", "endpoint": "EndpointName"}[kind]
-                aws.call("sagemaker", operation, **{key: name})
+                resource = SAGEMAKER_RESOURCES[kind]
+                aws.call("sagemaker", f"delete_{resource}", **{f"{_pascal(resource)}Name": name})
         except AwsError as error:
             aws.say(f"clean-up: {error}")
     created.resources.clear()
@@ -163,6 +180,9 @@ class DeployRequest:
     workdir: Path = Path("build/sagemaker")
     wait_timeout_s: float = WAIT_TIMEOUT_S
     poll_s: float = WAIT_POLL_S
+    allow_cpu_target: bool = False  # deploy a --target cpu build (python runners) on purpose: the local emulator
+    instance_count: int = 1  # a canary rollout needs at least 2 (sagemaker_deploy/rollout.py)
+    packaged: Release | None = None  # a registered package's image, archive, environment: no packing, no upload
 
 
 def async_config(request: DeployRequest) -> dict | None:
@@ -173,29 +193,51 @@ def async_config(request: DeployRequest) -> dict | None:
             "ClientConfig": {"MaxConcurrentInvocationsPerInstance": request.max_concurrent_invocations}}
 
 
-def new_release(aws: Aws, created: Created, request: DeployRequest) -> Release:
+def packed_release(aws: Aws, created: Created, request: DeployRequest) -> Release:
+    # Before any AWS call: the models, their artifacts against the image's runtimes, the target.
+    check_repository(request.repository, request.default_model, request.triton_version, request.allow_cpu_target)
     image = image_uri(request.region, request.triton_version, request.instance_type)
     aws.say(f"Triton image for {request.region}: {image}")
-    release = upload_release(aws, created, request.repository, request.default_model, request.bucket,
-                             request.prefix, release_name(request.endpoint), image, request.workdir,
-                             request.thread_count)
+    return upload_release(aws, created, request.repository, request.default_model, request.bucket,
+                          request.prefix, release_name(request.endpoint), image, request.workdir,
+                          request.thread_count, request.endpoint)
+
+
+def new_release(aws: Aws, created: Created, request: DeployRequest) -> Release:
+    if request.packaged:  # checked and uploaded when it was registered (sagemaker_deploy/model_registry.py)
+        release = Release(release_name(request.endpoint), request.packaged.model_data_url,
+                          request.packaged.image_uri, dict(request.packaged.environment), request.endpoint)
+    else:
+        release = packed_release(aws, created, request)
     create_model(aws, created, release, request.role)
-    create_endpoint_config(aws, created, release, request.instance_type, async_config(request))
+    create_endpoint_config(aws, created, release, request.instance_type, async_config(request),
+                           request.instance_count)
     return release
+
+
+@contextmanager
+def removed_on_failure(aws: Aws, created: Created) -> Iterator[None]:
+    """What the block created is deleted again if it fails (a refused check, an AWS error, a failed endpoint)."""
+    try:
+        yield
+    except (DeployFailed, AwsError, ValueError):
+        remove(aws, created)
+        raise
+
+
+def start_endpoint(aws: Aws, created: Created, request: DeployRequest, release: Release) -> None:
+    aws.call("sagemaker", "create_endpoint", EndpointName=request.endpoint, EndpointConfigName=release.name,
+             Tags=ownership_tags(request.endpoint))
+    created.add("endpoint", request.endpoint)
+    wait_in_service(aws, request.endpoint, request.wait_timeout_s, request.poll_s)
 
 
 def deploy(aws: Aws, request: DeployRequest) -> Release:
     """Package, upload, create model + endpoint config + endpoint, wait; on failure remove it all."""
     created = Created()
-    try:
+    with removed_on_failure(aws, created):
         release = new_release(aws, created, request)
-        aws.call("sagemaker", "create_endpoint", EndpointName=request.endpoint, EndpointConfigName=release.name,
-                 Tags=[PROJECT_TAG])
-        created.add("endpoint", request.endpoint)
-        wait_in_service(aws, request.endpoint, request.wait_timeout_s, request.poll_s)
-    except (DeployFailed, AwsError, ValueError):
-        remove(aws, created)
-        raise
+        start_endpoint(aws, created, request, release)
     aws.say(f"endpoint {request.endpoint} is InService with {release.name}")
     return release
 
@@ -241,32 +283,49 @@ def retire(aws: Aws, config_name: str) -> None:
         aws.call("sagemaker", "delete_model", ModelName=variant["ModelName"])
 
 
-def _tagged(aws: Aws, arn: str) -> bool:
-    tags = aws.call("sagemaker", "list_tags", ResourceArn=arn).get("Tags", [])
-    return PROJECT_TAG in tags
+def owned(tags: list[dict], endpoint: str = "") -> bool:
+    """Tagged as the project's and, when ``endpoint`` is given, as that endpoint's (exact value, no prefix)."""
+    return PROJECT_TAG in tags and (not endpoint or {"Key": ENDPOINT_TAG_KEY, "Value": endpoint} in tags)
+
+
+def _resource_tags(aws: Aws, arn: str) -> list[dict]:
+    return aws.pages("sagemaker", "list_tags", "Tags", ResourceArn=arn)
+
+
+def _object_tags(aws: Aws, bucket: str, key: str) -> list[dict]:
+    return aws.call("s3", "get_object_tagging", Bucket=bucket, Key=key).get("TagSet", [])
 
 
 def teardown(aws: Aws, endpoint: str = "", delete_artifacts_in: str = "") -> list[str]:
-    """Delete the project's endpoints (one, or all), endpoint configs and models; optionally S3 artefacts."""
-    call = aws.call
+    """Delete the project's endpoints, endpoint configs and models (those of one endpoint, or all), and
+    optionally its S3 objects under a prefix; what carries no ownership tag stays, whatever its name."""
     removed = []
-    for item in call("sagemaker", "list_endpoints", MaxResults=100).get("Endpoints", []):
-        if (not endpoint or item["EndpointName"] == endpoint) and _tagged(aws, item["EndpointArn"]):
-            call("sagemaker", "delete_endpoint", EndpointName=item["EndpointName"])
-            removed.append(f"endpoint {item['EndpointName']}")
-    prefix = endpoint or ""
-    for item in call("sagemaker", "list_endpoint_configs", MaxResults=100).get("EndpointConfigs", []):
-        if item["EndpointConfigName"].startswith(prefix) and _tagged(aws, item["EndpointConfigArn"]):
-            call("sagemaker", "delete_endpoint_config", EndpointConfigName=item["EndpointConfigName"])
-            removed.append(f"endpoint config {item['EndpointConfigName']}")
-    for item in call("sagemaker", "list_models", MaxResults=100).get("Models", []):
-        if item["ModelName"].startswith(prefix) and _tagged(aws, item["ModelArn"]):
-            call("sagemaker", "delete_model", ModelName=item["ModelName"])
-            removed.append(f"model {item['ModelName']}")
+    for kind in ("endpoint", "endpoint-config", "model"):  # an endpoint before its config, a config before its model
+        resource = SAGEMAKER_RESOURCES[kind]
+        stem = _pascal(resource)
+        items = aws.pages("sagemaker", f"list_{resource}s", f"{stem}s")
+        tag_lists = aws.each("sagemaker", partial(_resource_tags, aws), [item[f"{stem}Arn"] for item in items])
+        for item, tags in zip(items, tag_lists):
+            if owned(tags, endpoint):
+                aws.call("sagemaker", f"delete_{resource}", **{f"{stem}Name": item[f"{stem}Name"]})
+                removed.append(f"{kind.replace('-', ' ')} {item[f'{stem}Name']}")
     if delete_artifacts_in:
-        bucket, _, key_prefix = delete_artifacts_in.removeprefix("s3://").partition("/")
-        listing = call("s3", "list_objects_v2", Bucket=bucket, Prefix=key_prefix)
-        for item in listing.get("Contents", []):
-            call("s3", "delete_object", Bucket=bucket, Key=item["Key"])
-            removed.append(f"s3://{bucket}/{item['Key']}")
+        removed += delete_objects(aws, delete_artifacts_in, endpoint)
     return removed
+
+
+def delete_objects(aws: Aws, s3_prefix: str, endpoint: str = "") -> list[str]:
+    """Delete the owned objects under an s3:// prefix, up to 1,000 per request (S3's limit)."""
+    bucket, _, key_prefix = s3_prefix.removeprefix("s3://").partition("/")
+    keys = [item["Key"] for item in aws.pages("s3", "list_objects_v2", "Contents", Bucket=bucket, Prefix=key_prefix)]
+    tag_sets = aws.each("s3", partial(_object_tags, aws, bucket), keys)
+    keys = [key for key, tags in zip(keys, tag_sets) if owned(tags, endpoint)]
+    for start in range(0, len(keys), 1000):
+        batch = keys[start:start + 1000]
+        answer = aws.call("s3", "delete_objects", Bucket=bucket,
+                          Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True})
+        if answer.get("Errors"):
+            first = answer["Errors"][0]
+            raise AwsError(f"s3.delete_objects failed for {len(answer['Errors'])} of {len(batch)} objects, "
+                           f"s3://{bucket}/{first.get('Key')}: {first.get('Code')}: {first.get('Message')}")
+    return [f"s3://{bucket}/{key}" for key in keys]

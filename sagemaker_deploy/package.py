@@ -13,6 +13,7 @@ from pathlib import Path
 
 from builders.config import parse
 from builders.repository import served_version
+from sagemaker_deploy import compatibility
 
 ARTIFACTS = {  # platform or backend -> file a version folder must hold
     "onnxruntime_onnx": "model.onnx", "pytorch_libtorch": "model.pt", "tensorflow_graphdef": "model.graphdef",
@@ -65,9 +66,19 @@ def _bls_models(config) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
-def check_repository(repository: Path, default_model: str) -> tuple[list[str], list[str]]:
-    """Everything the default model needs is there, with its artifact; raises PackageError otherwise."""
+def check_repository(repository: Path, default_model: str, triton_version: str | None = None,
+                     allow_cpu_target: bool = False) -> tuple[list[str], list[str]]:
+    """Everything the default model needs is there, with its artifact; raises PackageError otherwise.
+
+    With ``triton_version``, also every artifact against that image's runtimes, and the
+    repository must be the gpu target unless ``allow_cpu_target`` (see compatibility.py).
+    """
     repository = Path(repository)
+    if triton_version is not None:
+        try:
+            compatibility.image(triton_version)  # an unknown version fails before anything else
+        except compatibility.CompatibilityError as error:
+            raise PackageError(str(error)) from None
     if (repository / "config.pbtxt").exists():
         raise PackageError(f"{repository} has a top-level config.pbtxt: point at the repository folder, "
                            "whose sub-folders are the models")
@@ -82,13 +93,30 @@ def check_repository(repository: Path, default_model: str) -> tuple[list[str], l
         served = served_version(repository / name)  # a version_policy picks it, or the newest serves
         version_dir = versions[-1] if served is None else repository / name / str(served)
         artifacts = [ARTIFACTS.get(config.platform) or ARTIFACTS.get(config.backend)]
+        if config.backend == "dali" and (version_dir / compatibility.DALI_AUTOSERIALIZED).is_file():
+            artifacts = [compatibility.DALI_AUTOSERIALIZED]  # the backend serializes it at load time
         if "artifact" in config.parameters:  # what a python-backend runner executes
             artifacts.append(config.parameters["artifact"].string_value)
         problems += [f"{name}: {version_dir / artifact} is missing (the version it serves)" for artifact in artifacts
                      if artifact and not (version_dir / artifact).is_file()]
+        if triton_version is not None:
+            problems += compatibility.artifact_problems(version_dir, [a for a in artifacts if a],
+                                                        f"{name}/{version_dir.name}", triton_version)
+    if triton_version is not None and not allow_cpu_target:
+        problems = _cpu_target_problem(repository, needed) + problems
     if problems:
-        raise PackageError("the repository cannot serve " + default_model + ":\n  " + "\n  ".join(problems))
+        image = f" in Triton image {triton_version}" if triton_version else ""
+        raise PackageError(f"the repository cannot serve {default_model}{image}:\n  " + "\n  ".join(problems))
     return needed, bls
+
+
+def _cpu_target_problem(repository: Path, needed: list[str]) -> list[str]:
+    runners = [name for name in needed if compatibility.is_cpu_runner(_config(repository, name))]
+    if not runners:
+        return []
+    return [f"{repository} is a --target cpu build ({', '.join(runners)} run through python runners); SageMaker's "
+            "Triton image serves the gpu target: build it with python -m builders --target gpu, or pass "
+            "--allow-cpu-target (allow_cpu_target=True) to deploy the python runners on purpose"]
 
 
 def additional_args(bls_models: list[str]) -> str:
@@ -96,12 +124,13 @@ def additional_args(bls_models: list[str]) -> str:
     return " ".join(f"--load-model={name}" for name in bls_models)
 
 
-def make_archive(repository: Path, default_model: str, archive: Path) -> tuple[list[str], list[str]]:
+def make_archive(repository: Path, default_model: str, archive: Path, triton_version: str | None = None,
+                 allow_cpu_target: bool = False) -> tuple[list[str], list[str]]:
     """model.tar.gz with the needed model folders at its root; written under a temporary name first.
 
     Returns (the models packed, the BLS-only models for SAGEMAKER_TRITON_ADDITIONAL_ARGS).
     """
-    needed, bls = check_repository(repository, default_model)
+    needed, bls = check_repository(repository, default_model, triton_version, allow_cpu_target)
     archive.parent.mkdir(parents=True, exist_ok=True)
     partial = archive.with_name(archive.name + ".partial")
     with tarfile.open(partial, "w:gz", compresslevel=1) as tar:  # weights hardly compress; save the time

@@ -3,11 +3,20 @@
 No AWS account is reachable. moto in server mode (a real HTTP endpoint) answers S3 and
 the SageMaker API for the same boto3 code. moto 5.2.5 has no UpdateEndpoint and never
 starts anything, so this module extends moto's backend (not boto3) with what SageMaker
-does behind those calls: an endpoint's container is the model archive from S3,
-extracted as /opt/ml/model would be, served by tritonserver started the way SageMaker's
-Triton container starts it; the endpoint is InService when that container answers
-/ping and Failed, with the container's reason, when it does not. Invocations reach the
-containers through ``local_server.endpoint_route`` (``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``).
+does behind those calls, no kinder than SageMaker:
+
+- an endpoint's container is the model archive from S3, extracted as /opt/ml/model would
+  be, served by tritonserver started the way SageMaker's Triton container starts it; the
+  endpoint is InService when that container answers /ping. When it does not, the endpoint
+  is Failed with SageMaker's reason, which names the failed ping and points at CloudWatch
+  (the container's own output is in the endpoint's log group, ``log_group(name)``);
+- UpdateEndpoint sets Updating; a new configuration whose container fails goes RollingBack,
+  then InService again on the old configuration, with the FailureReason;
+- real-time invocations keep to SageMaker's limits (``local_server.endpoint_route``);
+- async invocations keep to the async limits, and whatever goes wrong while processing one
+  is written to the endpoint's S3 failure path, never lost.
+
+``stop()`` undoes the patches to moto's classes.
 """
 from __future__ import annotations
 
@@ -17,30 +26,59 @@ import os
 import tarfile
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import requests
 from moto.core.responses import ActionResult
 from moto.sagemaker.models import SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
 from moto.server import ThreadedMotoServer
 
 from local_server import TritonServer
-from local_server.endpoint_route import EndpointRoute
+from local_server.endpoint_route import REALTIME_TIMEOUT_S, TIMED_OUT, EndpointRoute
+from local_server.multi_model import MultiModelHost
+from local_server.sagemaker_container import sagemaker_environment
 from local_server.server import free_port
+from tests.emulator_rollout import BlueGreenRollouts
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
+INSTANCE = "ml.g4dn.xlarge"  # moto 5.2.5's list of instance types predates ml.g5
+VARIANT = "AllTraffic"
+# DescribeEndpoint's FailureReason when the container never answers /ping, as SageMaker words it
+# (e.g. github.com/aws/sagemaker-python-sdk/issues/787, awslabs/llm-hosting-container/issues/18).
+PING_FAILED = ("The primary container for production variant {variant} did not pass the ping health check. "
+               "Please check CloudWatch logs for this endpoint.")
+# Asynchronous inference: "large payload sizes (up to 1GB), long processing times (up to one hour)"
+# (docs.aws.amazon.com/sagemaker/latest/dg/async-inference.html); InvokeEndpointAsync's
+# InvocationTimeoutSeconds: "The default is 15 minutes, or 900 seconds", range 1 to 3600
+# (API_runtime_InvokeEndpointAsync).
+ASYNC_PAYLOAD_LIMIT = 2**30
+ASYNC_INVOCATION_TIMEOUT_S = 900
+CONTAINER_START_TIMEOUT_S = 120
+_MISSING = object()
 
 
 class LocalSageMaker:
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, realtime_timeout_s: float = REALTIME_TIMEOUT_S,
+                 async_payload_limit: int = ASYNC_PAYLOAD_LIMIT,
+                 async_invocation_timeout_s: float = ASYNC_INVOCATION_TIMEOUT_S, multi_model_budget: int = 2):
+        """The limits default to SageMaker's; a test passes small ones to reach them quickly."""
         self.workdir = Path(workdir)
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-        self.route = EndpointRoute({}, async_handler=self._invoke_async)
+        self.route = EndpointRoute({}, async_handler=self._invoke_async, timeout_s=realtime_timeout_s)
+        self.async_payload_limit = async_payload_limit
+        self.async_invocation_timeout_s = async_invocation_timeout_s
         self.containers: dict[str, TritonServer] = {}  # endpoint config name -> its running container
+        self.hosts: dict[str, MultiModelHost] = {}  # config name -> the loader in front of a multi-model container
+        self.multi_model_budget = multi_model_budget
         self.endpoint_configs: dict[str, str] = {}  # endpoint name -> config name being served
+        self.status_history: dict[str, list[str]] = {}  # endpoint name -> every status it was given
         self.lock = threading.Lock()
         self.moto_url = ""
+        self._originals: dict[tuple[type, str], object] = {}
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> "LocalSageMaker":
@@ -48,13 +86,16 @@ class LocalSageMaker:
         self.moto_url = f"http://127.0.0.1:{self.moto._port}"
         self.route.start()
         self._extend_moto()
+        self.rollouts = BlueGreenRollouts(self).install()  # UpdateEndpoint's DeploymentConfig: canary, rollback
         return self
 
     def stop(self) -> None:
+        self.rollouts.stop()
         for container in list(self.containers.values()):
             container.stop()
         self.route.stop()
         self.moto.stop()
+        self._restore_moto()
 
     def environment(self) -> dict[str, str]:
         """What a process needs to talk to this SageMaker with unmodified boto3 code."""
@@ -68,7 +109,26 @@ class LocalSageMaker:
         return boto3.client(service, endpoint_url=self.moto_url, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
-    # -- what SageMaker does behind the API ------------------------------------------
+    def log_group(self, endpoint_name: str) -> Path:
+        """The local stand-in for CloudWatch log group /aws/sagemaker/Endpoints/<name>: one file per container."""
+        return self.workdir / "cloudwatch" / "aws" / "sagemaker" / "Endpoints" / endpoint_name
+
+    def container_logs(self, endpoint_name: str) -> str:
+        return "".join(path.read_text(errors="replace") for path in sorted(self.log_group(endpoint_name).glob("*")))
+
+    # -- patches to moto, undone by stop() -------------------------------------------
+    def _patch(self, cls: type, name: str, replacement) -> None:
+        self._originals.setdefault((cls, name), cls.__dict__.get(name, _MISSING))
+        setattr(cls, name, replacement)
+
+    def _restore_moto(self) -> None:
+        for (cls, name), original in self._originals.items():
+            if original is _MISSING:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, original)
+        self._originals.clear()
+
     def _extend_moto(self) -> None:
         emulator = self
         original_create = SageMakerModelBackend.create_endpoint
@@ -76,7 +136,7 @@ class LocalSageMaker:
 
         def create_endpoint(backend, endpoint_name, endpoint_config_name, tags):
             endpoint = original_create(backend, endpoint_name, endpoint_config_name, tags)
-            endpoint.endpoint_status = "Creating"
+            emulator._set_status(endpoint, "Creating")  # "Creating: CreateEndpoint is executing."
             threading.Thread(target=emulator._bring_up, args=(endpoint, endpoint_config_name, False),
                              daemon=True).start()
             return endpoint
@@ -84,7 +144,8 @@ class LocalSageMaker:
         def update_endpoint(backend, endpoint_name, endpoint_config_name):
             endpoint = backend.endpoints[endpoint_name]
             backend.describe_endpoint_config(endpoint_config_name)  # raises for an unknown config
-            endpoint.endpoint_status = "Updating"
+            # UpdateEndpoint: "When SageMaker receives the request, it sets the endpoint status to Updating."
+            emulator._set_status(endpoint, "Updating")
             threading.Thread(target=emulator._bring_up, args=(endpoint, endpoint_config_name, True),
                              daemon=True).start()
             return endpoint.arn
@@ -98,53 +159,99 @@ class LocalSageMaker:
                                                              response._get_param("EndpointConfigName"))
             return ActionResult({"EndpointArn": arn})
 
-        SageMakerModelBackend.create_endpoint = create_endpoint
-        SageMakerModelBackend.update_endpoint = update_endpoint
-        SageMakerModelBackend.delete_endpoint = delete_endpoint
-        SageMakerResponse.update_endpoint = update_endpoint_response
+        self._patch(SageMakerModelBackend, "create_endpoint", create_endpoint)
+        self._patch(SageMakerModelBackend, "update_endpoint", update_endpoint)
+        self._patch(SageMakerModelBackend, "delete_endpoint", delete_endpoint)
+        self._patch(SageMakerResponse, "update_endpoint", update_endpoint_response)
+
+    # -- what SageMaker does behind the API ------------------------------------------
+    def _set_status(self, endpoint, status: str, reason: str | None = None) -> None:
+        endpoint.failure_reason = reason
+        endpoint.endpoint_status = status
+        self.status_history.setdefault(endpoint.endpoint_name, []).append(status)
 
     def _bring_up(self, endpoint, config_name: str, updating: bool) -> None:
         try:
-            container = self._start_container(config_name)
-        except Exception as error:  # whatever stops the container from serving fails the endpoint
-            reason = str(error).splitlines()[0] + "".join(
-                f" {line.strip()}" for line in str(error).splitlines()[1:4] if line.startswith("  "))
-            if updating:  # SageMaker rolls a failed update back: the old configuration keeps serving
-                endpoint.endpoint_status = "InService"
-                endpoint.failure_reason = f"update to {config_name} failed: {reason}"
+            container = self._start_container(endpoint.endpoint_name, config_name)
+        except Exception:  # whatever keeps the container from answering /ping fails the deployment
+            reason = PING_FAILED.format(variant=VARIANT)
+            if updating:
+                # DescribeEndpoint: "RollingBack: ... in the process of rolling back to its previous
+                # configuration. Once the rollback completes, endpoint returns to an InService status."
+                # The old configuration's container never stopped serving.
+                self._set_status(endpoint, "RollingBack", reason)
+                self._set_status(endpoint, "InService", reason)
             else:
-                endpoint.endpoint_status, endpoint.failure_reason = "Failed", reason
+                # "Failed: Endpoint could not be created, updated, or re-scaled. Use the FailureReason ..."
+                self._set_status(endpoint, "Failed", reason)
             return
         with self.lock:
             self.containers[config_name] = container
             previous = self.endpoint_configs.get(endpoint.endpoint_name)
             self.endpoint_configs[endpoint.endpoint_name] = config_name
-            self.route.endpoints[endpoint.endpoint_name] = container.sagemaker_url
+            self.route.endpoints[endpoint.endpoint_name] = self.hosts.get(config_name) or container.sagemaker_url
         if previous and previous != config_name:
             self._stop_container(previous)
         endpoint.endpoint_config_name = config_name
-        endpoint.failure_reason = None
-        endpoint.endpoint_status = "InService"
+        self._set_status(endpoint, "InService")
 
-    def _start_container(self, config_name: str) -> TritonServer:
+    def _start_container(self, endpoint_name: str, config_name: str) -> TritonServer:
+        """Extract the model archive and start the container; its output goes to the endpoint's log group."""
         sagemaker = self._client("sagemaker")
         config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
         model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
         container = model["PrimaryContainer"]
-        bucket, key = container["ModelDataUrl"].removeprefix("s3://").split("/", 1)
+        log = self.log_group(endpoint_name) / f"{VARIANT}-{config_name}"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        if container.get("Mode") == "MultiModel":
+            return self._start_multi_model_container(config_name, container, log)
+        try:
+            model_dir = self._extract(container["ModelDataUrl"], config_name)
+            environment = sagemaker_environment(model_dir, dict(container.get("Environment", {})))
+            server = TritonServer(model_dir, sagemaker_mode=True, sagemaker_env=environment, log_path=log)
+            return server.start(timeout_s=CONTAINER_START_TIMEOUT_S)
+        except Exception as error:  # the serve script's or the server's complaint, as the container prints it
+            with log.open("a") as output:
+                output.write(f"ERROR: {error}\n")
+            raise
+
+    def _start_multi_model_container(self, config_name: str, container: dict, log: Path) -> TritonServer:
+        """``Mode: MultiModel``: SageMaker starts the container with SAGEMAKER_MULTI_MODEL=true and loads
+        archives from the ModelDataUrl prefix on first use; the same host as the local multi-model mode."""
+        workdir = self.workdir / f"{config_name}-{uuid.uuid4().hex[:6]}"
+        workdir.mkdir(parents=True)
+        environment = {**container.get("Environment", {}), "SAGEMAKER_MULTI_MODEL": "true"}
+        server = TritonServer(workdir, sagemaker_mode=True, sagemaker_env=environment, log_path=log)
+        server.start(timeout_s=CONTAINER_START_TIMEOUT_S)
+        self.hosts[config_name] = MultiModelHost(server.sagemaker_url, self._s3_archives(container["ModelDataUrl"]),
+                                                 workdir, max_loaded=self.multi_model_budget)
+        return server
+
+    def _s3_archives(self, prefix_url: str):
+        bucket, prefix = split_s3(prefix_url)
+        s3 = self.s3()
+
+        def fetch(target: str) -> bytes:
+            try:
+                return s3.get_object(Bucket=bucket, Key=f"{prefix}{target}")["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                raise KeyError(target) from None
+
+        return fetch
+
+    def _extract(self, model_data_url: str, config_name: str) -> Path:
+        bucket, key = split_s3(model_data_url)
         model_dir = self.workdir / f"{config_name}-{uuid.uuid4().hex[:6]}" / "model"
         model_dir.mkdir(parents=True)
         archive = self.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
             tar.extractall(model_dir, filter="data")
-        environment = dict(container.get("Environment", {}))
-        return TritonServer(model_dir, sagemaker_mode=True, sagemaker_env=environment,
-                            sagemaker_default_model=environment.get("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"),
-                            log_path=model_dir.parent / "container.log").start(timeout_s=120)
+        return model_dir
 
     def _stop_container(self, config_name: str) -> None:
         with self.lock:
             container = self.containers.pop(config_name, None)
+            self.hosts.pop(config_name, None)
         if container is not None:
             container.stop()
 
@@ -159,32 +266,73 @@ class LocalSageMaker:
     def _invoke_async(self, endpoint_name: str, headers) -> tuple[int, dict, bytes]:
         sagemaker = self._client("sagemaker")
         config_name = sagemaker.describe_endpoint(EndpointName=endpoint_name)["EndpointConfigName"]
-        output_config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)[
-            "AsyncInferenceConfig"]["OutputConfig"]
+        async_config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name).get("AsyncInferenceConfig")
+        if async_config is None:
+            return validation_error(f"Endpoint {endpoint_name} is not an asynchronous endpoint.")
+        timeout_s = headers.get("X-Amzn-SageMaker-InvocationTimeoutSeconds")  # the API allows 1 to 3600
+        output_config = async_config["OutputConfig"]
         inference_id = uuid.uuid4().hex
         output = f"{output_config['S3OutputPath'].rstrip('/')}/{inference_id}.out"
         failure = f"{output_config['S3FailurePath'].rstrip('/')}/{inference_id}-error.out"
-        input_location = headers["X-Amzn-SageMaker-InputLocation"]
-        content_type = headers.get("X-Amzn-SageMaker-Content-Type", "application/json")
-        threading.Thread(target=self._process_async, daemon=True,
-                         args=(endpoint_name, input_location, content_type, output, failure)).start()
+        job = AsyncJob(endpoint_name, headers["X-Amzn-SageMaker-InputLocation"],
+                       headers.get("X-Amzn-SageMaker-Content-Type", "application/json"), output, failure,
+                       float(timeout_s) if timeout_s else self.async_invocation_timeout_s)
+        threading.Thread(target=self._process_async, args=(job,), daemon=True).start()
         answer = json.dumps({"InferenceId": inference_id}).encode()
         return 202, {"Content-Type": "application/json", "X-Amzn-SageMaker-OutputLocation": output,
                      "X-Amzn-SageMaker-FailureLocation": failure}, answer
 
-    def _process_async(self, endpoint_name: str, input_location: str, content_type: str, output: str,
-                       failure: str) -> None:
-        import requests
+    def _process_async(self, job: AsyncJob) -> None:
+        """Run one queued request; any failure, the emulator's own included, lands in the failure path."""
+        try:
+            status, content_type, body = self._run_async(job)
+        except Exception as error:  # nothing may die silently: the client is polling S3
+            status, content_type = 500, "text/plain"
+            body = f"InternalFailure: {type(error).__name__}: {error}".encode()
+        target = job.output if status == 200 else job.failure
+        self._put(target, body, content_type)
 
-        s3 = self.s3()
-        bucket, key = input_location.removeprefix("s3://").split("/", 1)
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        response = requests.post(f"{self.route.endpoints[endpoint_name]}/invocations", data=body,
-                                 headers={"Content-Type": content_type}, timeout=300)
-        target = output if response.status_code == 200 else failure
-        bucket, key = target.removeprefix("s3://").split("/", 1)
-        s3.put_object(Bucket=bucket, Key=key, Body=response.content,
-                      ContentType=response.headers.get("Content-Type", "application/octet-stream"))
+    def _run_async(self, job: AsyncJob) -> tuple[int, str, bytes]:
+        bucket, key = split_s3(job.input_location)
+        size = self.s3().head_object(Bucket=bucket, Key=key)["ContentLength"]
+        if size > self.async_payload_limit:
+            return 413, "text/plain", (f"ValidationError: the input {job.input_location} is {size} bytes, over the "
+                                       f"{self.async_payload_limit} byte limit of asynchronous inference.").encode()
+        body = self.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        try:
+            response = requests.post(f"{self.route.endpoints[job.endpoint_name]}/invocations", data=body,
+                                     headers={"Content-Type": job.content_type}, timeout=job.timeout_s)
+        except requests.Timeout:
+            _, message, _ = self.route.model_error(job.endpoint_name, 0, TIMED_OUT)
+            return 0, "text/plain", f"ModelError: {message}".encode()
+        return (response.status_code, response.headers.get("Content-Type", "application/octet-stream"),
+                response.content)
+
+    def _put(self, location: str, body: bytes, content_type: str) -> None:
+        bucket, key = split_s3(location)
+        self.s3().put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+
+@dataclass
+class AsyncJob:
+    """One queued asynchronous request and where its answer goes."""
+
+    endpoint_name: str
+    input_location: str
+    content_type: str
+    output: str
+    failure: str
+    timeout_s: float
+
+
+def validation_error(message: str) -> tuple[int, dict, bytes]:
+    return 400, {"Content-Type": "application/json", "x-amzn-ErrorType": "ValidationError"}, \
+        json.dumps({"message": message}).encode()
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    bucket, key = url.removeprefix("s3://").split("/", 1)
+    return bucket, key
 
 
 def apply_environment(monkeypatch, emulator: LocalSageMaker) -> None:

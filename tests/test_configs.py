@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
-from builders import dali, ensemble_dali_inception, inception
+from builders import dali, ensemble_dali_inception, inception, lama
+from builders.__main__ import main as build_main
 from builders.config import model_config, parse, render
-from builders.declaration import BuildOptions, Serving
+from builders.declaration import Accelerator, BuildOptions, Serving
 from builders.repository import build_repository, declarations
 from tests.conftest import ROOT
 
@@ -46,11 +47,59 @@ def test_ensemble_config_is_identical_across_targets():
     assert gpu == cpu
 
 
-def test_gpu_dali_config_uses_the_dali_backend_with_ragged_batching_and_threads():
+def test_gpu_dali_config_uses_the_dali_backend_with_ragged_batching_and_gpu_instance_settings():
     config = parse((COMMITTED / dali.NAME / "config.pbtxt").read_text())
     assert config.backend == "dali" and config.instance_group[0].kind == config.instance_group[0].KIND_GPU
-    assert config.parameters["num_threads"].string_value == str(dali.NUM_THREADS)
+    assert (config.max_batch_size, config.parameters["num_threads"].string_value) == (256, "12")
     assert config.input[0].allow_ragged_batch and config.dynamic_batching.max_queue_delay_microseconds > 0
+    cpu = model_config(dali.declare(BuildOptions(target="cpu")), "cpu")
+    assert (cpu.max_batch_size, cpu.parameters["num_threads"].string_value) == (64, "2")
+
+
+@pytest.mark.parametrize("target", ["gpu", "cpu"])
+def test_no_ensemble_takes_a_larger_batch_than_any_of_its_steps(target):
+    configs = {model.name: model_config(model, target) for model in declarations(BuildOptions(target=target))}
+    ensembles = [config for config in configs.values() if config.platform == "ensemble"]
+    assert len(ensembles) >= 3
+    for ensemble in ensembles:
+        for step in ensemble.ensemble_scheduling.step:
+            assert ensemble.max_batch_size <= configs[step.model_name].max_batch_size, (ensemble.name, step.model_name)
+
+
+def test_lama_defaults_to_torchscript_on_gpu_and_onnx_on_cpu_with_the_same_tensors():
+    gpu = model_config(lama.declare(BuildOptions(target="gpu")), "gpu")
+    cpu = model_config(lama.declare(BuildOptions(target="cpu")), "cpu")
+    assert gpu.platform == "pytorch_libtorch" and cpu.parameters["artifact"].string_value == "model.onnx"
+    # pytorch_libtorch binds inputs to forward(image, mask) by name, the one output by config order.
+    assert [t.name for t in gpu.input] == ["image", "mask"] == [t.name for t in cpu.input]
+    assert [t.name for t in gpu.output] == ["inpainted"] == [t.name for t in cpu.output]
+    onnx_on_gpu = model_config(lama.declare(BuildOptions(target="gpu", lama_format="onnx")), "gpu")
+    assert onnx_on_gpu.platform == "onnxruntime_onnx" and onnx_on_gpu.name == gpu.name == "lama"
+
+
+def test_inception_tensorrt_is_opt_in_and_writes_the_onnxruntime_backends_keys():
+    assert not model_config(inception.declare(BuildOptions(target="gpu")), "gpu").HasField("optimization")
+    config = model_config(inception.declare(BuildOptions(target="gpu", inception_tensorrt=True)), "gpu")
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt" and dict(accelerator.parameters) == {
+        "precision_mode": "FP16", "max_workspace_size_bytes": "1073741824", "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": "/tmp/triton_tensorrt_cache/inception_onnx"}
+    assert render(parse(render(config))) == render(config)
+
+
+def test_a_tensorrt_parameter_the_backend_does_not_know_is_refused():
+    model = inception.declare(BuildOptions(target="gpu"))
+    for parameters in ({"precision_mode": "FP8"}, {"segment_size": "3"}):
+        model.serving["gpu"] = Serving(platform="onnxruntime_onnx", instance_kind="KIND_GPU",
+                                       gpu_accelerators=(Accelerator("tensorrt", parameters),))
+        with pytest.raises(ValueError, match="not a parameter Triton's onnxruntime backend accepts"):
+            model_config(model, "gpu")
+
+
+def test_inception_tensorrt_outside_gpu_onnx_is_refused_by_the_builder(tmp_path, caplog):
+    assert build_main(["--target", "cpu", "--inception-tensorrt", "--configs-only", "--out", str(tmp_path)]) == 2
+    assert "--inception-tensorrt needs --target gpu and --inception-format onnx" in caplog.text
+    assert not (tmp_path / "inception_onnx").exists()
 
 
 def test_gpu_inception_is_onnx_runtime_and_records_its_random_weights():
@@ -65,7 +114,7 @@ def test_graphdef_format_keeps_the_posts_layout():
     config = model_config(inception.declare(options), "gpu")
     assert (config.name, config.platform) == ("inception_graphdef", "tensorflow_graphdef")
     steps = model_config(ensemble_dali_inception.declare(options), "gpu").ensemble_scheduling.step
-    assert [step.model_name for step in steps] == ["dali", "inception_graphdef"]
+    assert [step.model_name for step in steps] == ["dali_guard", "dali", "inception_graphdef"]
 
 
 def test_a_value_outside_the_schema_cannot_be_written():

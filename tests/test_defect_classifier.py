@@ -16,34 +16,23 @@ import requests
 
 from builders import defect_child, defect_dali, defect_inspection, defect_parent, defect_router
 from builders.declaration import BuildOptions
+from builders.defect_architecture import CLASSES
 from builders.in_process import InProcessInspection
-from builders.repository import build_repository, served_version, version_numbers
+from builders.repository import build_repository, served_version, set_served_version, version_numbers
 from clients import inspect as inspect_client
 from clients.protocols import RequestError, Route, infer
-from defect_classifier import data, registry
+from defect_classifier import data, evaluation, registry
 from defect_classifier.__main__ import main as classifier_main
 from defect_classifier.pipeline import run
 from defect_classifier.training import TrainSettings
 from defect_data.pcb import COMPONENTS
-from defect_data.pipeline import main as dataset_main
 from local_server import TritonServer
 from sagemaker_deploy.deploy import container_environment
 from sagemaker_deploy.package import required_models
 
-DEFECT_MODELS = (defect_dali.NAME, defect_parent.NAME, defect_child.NAME, defect_router.NAME, defect_inspection.NAME)
+DEFECT_MODELS = (defect_inspection.GUARD.name, defect_dali.NAME, defect_parent.NAME, defect_child.NAME, defect_router.NAME,
+                 defect_inspection.NAME)
 QUICK = TrainSettings(epochs=30, batch_size=8)
-
-
-@pytest.fixture(scope="module")
-def datasets(server, tmp_path_factory) -> dict[str, Path]:
-    """A training dataset (seed 0) and a test dataset of the same board with seed 1."""
-    root = tmp_path_factory.mktemp("defect-datasets")
-    train, test = root / "train", root / "unseen"
-    assert dataset_main(["--out", str(train), "--per-class", "4", "--normals-per-kind", "4",
-                         "--url", server.http_url]) == 0
-    assert dataset_main(["--out", str(test), "--labels", str(train / "source" / "output.manifest"), "--seed", "1",
-                         "--per-class", "2", "--normals-per-kind", "2", "--url", server.http_url]) == 0
-    return {"train": train, "test": test}
 
 
 @pytest.fixture(scope="module")
@@ -146,11 +135,22 @@ def test_quality_check_drops_unreadable_and_mislabeled_entries_and_says_why(data
         assert expected in reason
 
 
-def test_interrupted_registration_leaves_no_half_registered_version(repository, tmp_path, monkeypatch):
+def staged_copies_of_version_2(repository: Path, tmp_path: Path) -> dict[str, Path]:
     staged = {}
     for name in (defect_parent.NAME, defect_child.NAME):
         staged[name] = tmp_path / name
         shutil.copytree(repository / name / "2", staged[name])
+    return staged
+
+
+def assert_nothing_registered(repository: Path, before: dict[str, list[int]]) -> None:
+    for name, versions in before.items():
+        assert version_numbers(repository / name) == versions
+        assert not [p for p in (repository / name).iterdir() if "partial" in p.name]
+
+
+def test_interrupted_staging_leaves_no_half_registered_version(repository, tmp_path, monkeypatch):
+    staged = staged_copies_of_version_2(repository, tmp_path)
     before = {name: version_numbers(repository / name) for name in staged}
     original = registry.copy_runner
 
@@ -162,9 +162,24 @@ def test_interrupted_registration_leaves_no_half_registered_version(repository, 
     monkeypatch.setattr(registry, "copy_runner", interrupt_at_the_child)
     with pytest.raises(KeyboardInterrupt):
         registry.register(repository, staged)
-    for name in staged:
-        assert version_numbers(repository / name) == before[name]
-        assert not [p for p in (repository / name).iterdir() if "partial" in p.name]
+    assert_nothing_registered(repository, before)
+
+
+def test_registration_interrupted_right_after_its_first_rename_registers_nothing(repository, tmp_path, monkeypatch):
+    staged = staged_copies_of_version_2(repository, tmp_path)
+    before = {name: version_numbers(repository / name) for name in staged}
+    rename, renamed = Path.rename, []
+
+    def rename_then_interrupt(path, target):
+        renamed.append(rename(path, target))
+        raise KeyboardInterrupt  # Ctrl-C the moment the first model's folder has its version number
+
+    monkeypatch.setattr(Path, "rename", rename_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        registry.register(repository, staged)
+    monkeypatch.undo()
+    assert len(renamed) == 1 and renamed[0].name == str(max(before[defect_parent.NAME]) + 1)
+    assert_nothing_registered(repository, before)
 
 
 def _pick(repository: Path, paths: list[Path], anomalous: bool) -> bytes:
@@ -216,6 +231,13 @@ def test_a_photo_that_is_not_a_board_gets_a_result_flagged_low_confidence(defect
         assert inspect_client.inspect(route, image).low_confidence, name
 
 
+def test_the_normal_boards_of_the_unseen_test_dataset_are_not_flagged_low_confidence(defect_server, datasets):
+    route = Route("http-binary", defect_server.http_url)
+    results = {path.name: inspect_client.inspect(route, encoded(path)) for path in images_of(datasets["test"], "normal")}
+    flagged = {name: result.anomaly_score for name, result in results.items() if result.low_confidence}
+    assert results and not flagged, f"flagged (anomaly score): {flagged}"
+
+
 def test_tiny_and_corrupt_images_get_errors_naming_the_problem_and_serving_goes_on(defect_server, datasets):
     import io
 
@@ -248,3 +270,50 @@ def test_inspect_cli_agrees_over_http_binary_and_a_sagemaker_started_endpoint(de
     finally:
         sagemaker.stop()
     assert capsys.readouterr().out == over_http and "anomaly" in over_http
+
+
+def test_evaluation_scores_equal_scikit_learn_metrics_on_made_up_labels():
+    from sklearn import metrics
+
+    rng = np.random.default_rng(11)
+    missing = rng.random((60, len(CLASSES))) < 0.35
+    missing[:, -1] = False  # a class never missing: its precision, recall and F1 are 0, as scikit-learn's are
+    scores = np.clip(0.45 * missing + 0.7 * rng.random(missing.shape), 0, 1)  # mostly right, often wrong
+    predicted = scores >= evaluation.THRESHOLD
+    child = evaluation.child_report(missing, scores)
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(missing, predicted, zero_division=0)
+    for index, name in enumerate(CLASSES):
+        entry = child["per_label"][name]
+        assert [entry["precision"], entry["recall"], entry["f1"]] == pytest.approx(
+            [precision[index], recall[index], f1[index]])
+        assert entry["support"] == support[index]
+        assert entry["confusion"] == metrics.confusion_matrix(missing[:, index], predicted[:, index],
+                                                              labels=[False, True]).tolist()
+    assert child["f1"] == pytest.approx(metrics.f1_score(missing, predicted, average="macro", zero_division=0))
+    assert child["micro"]["f1"] == pytest.approx(metrics.f1_score(missing, predicted, average="micro"))
+    assert child["exact_match"] == pytest.approx(metrics.accuracy_score(missing, predicted))
+
+    anomaly = rng.random(50) < 0.6
+    verdicts = np.clip(0.3 * anomaly + 0.8 * rng.random(50), 0, 1)[:, None]
+    called = verdicts[:, 0] >= evaluation.THRESHOLD
+    parent = evaluation.parent_report(anomaly, verdicts)
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(anomaly, called, labels=[False, True])
+    for index, label in enumerate(["normal", "anomaly"]):
+        entry = parent["per_label"][label]
+        assert [entry["precision"], entry["recall"], entry["f1"], entry["support"]] == pytest.approx(
+            [precision[index], recall[index], f1[index], support[index]])
+    assert parent["f1"] == pytest.approx(metrics.f1_score(anomaly, called, average="macro"))
+    assert parent["accuracy"] == pytest.approx(metrics.accuracy_score(anomaly, called))
+    assert parent["confusion"] == metrics.confusion_matrix(anomaly, called, labels=[False, True]).tolist()
+
+
+def test_a_rebuild_of_the_repository_keeps_registered_versions_and_the_served_one(tmp_path):
+    repository = tmp_path / "cpu"
+    options = BuildOptions(target="cpu", models=(defect_parent.NAME, defect_child.NAME))
+    build_repository(repository, options)
+    for name in (defect_parent.NAME, defect_child.NAME):
+        shutil.copytree(repository / name / "1", repository / name / "2")  # stands in for a registered run
+        set_served_version(repository / name, 2)
+    build_repository(repository, options)
+    for name in (defect_parent.NAME, defect_child.NAME):
+        assert version_numbers(repository / name) == [1, 2] and served_version(repository / name) == 2

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from defect_data import augment, groundtruth
 from defect_data.pcb import COMPONENTS, render

@@ -8,8 +8,7 @@ import pytest
 
 from clients.protocols import Route
 from defect_data import groundtruth
-from defect_data.pipeline import PipelineInterrupted, Settings, build, labels, main, tasks, version_record, \
-    write_manifests
+from defect_data.pipeline import Settings, build, labels, main, tasks, version_record
 
 SMALL = Settings(per_class=2, normals_per_kind=2, seed=0)
 
@@ -65,7 +64,8 @@ def test_unreachable_server_stops_with_a_clear_message_and_a_rerun_resumes(serve
     assert len(list(out.rglob("normal/*.jpg"))) == 8
 
 
-def test_manifests_reference_s3_and_the_dataset_is_uploaded(server, tmp_path, monkeypatch):
+def test_manifests_reference_s3_and_the_dataset_is_uploaded_and_an_s3_error_is_one_line(server, tmp_path, monkeypatch,
+                                                                                       capsys):
     from moto.server import ThreadedMotoServer
 
     from local_server.server import free_port
@@ -87,7 +87,10 @@ def test_manifests_reference_s3_and_the_dataset_is_uploaded(server, tmp_path, mo
         assert line["source-ref"].startswith("s3://lookout-data/pcb/train/")
         keys = {item["Key"] for item in s3.list_objects_v2(Bucket="lookout-data")["Contents"]}
         assert "pcb/train.manifest" in keys and line["source-ref"].removeprefix("s3://lookout-data/") in keys
+        capsys.readouterr()
         assert run(tmp_path / "again", server.http_url, "--s3", "s3://no-such-bucket/pcb") == 1
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error: ") and "no-such-bucket" in error and "\n" not in error, error
     finally:
         moto.stop()
 
@@ -103,3 +106,21 @@ def test_labels_with_a_mask_of_another_size_are_refused_before_any_work(tmp_path
     assert main(["--out", str(tmp_path / "out"), "--labels", str(manifest), "--url", "127.0.0.1:9"]) == 1
     assert "the mask is 160x120 but the image is 320x240" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_version_write_keeps_the_previous_version_file_whole(tmp_path, monkeypatch):
+    labelled = labels(None, tmp_path, seed=0)
+    version_record(tmp_path, labelled, Settings(seed=0))
+    previous = (tmp_path / "dataset_version.json").read_text()
+
+    def write_half_then_interrupt(path, text, *args, **kwargs):
+        with open(path, "w") as file:
+            file.write(text[:len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", write_half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        version_record(tmp_path, labelled, Settings(seed=1))  # another seed: another version
+    monkeypatch.undo()
+    assert (tmp_path / "dataset_version.json").read_text() == previous
+    assert not list(tmp_path.glob("*.partial"))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -12,7 +14,8 @@ from builders import dali, inception
 from builders import ensemble_dali_inception as ensemble
 from clients.classify import classify_scores, classify_top_k, encoded_batch
 from clients.protocols import SERVER_PROTOCOLS, infer, server_route
-from builders.in_process import InProcessEnsemble
+from builders.in_process import DaliPreprocessor, InProcessEnsemble
+from local_server import TritonServer
 
 RTOL = 1e-4  # relative: random-weight softmax scores are all near 1/1001
 
@@ -52,15 +55,50 @@ def test_one_padded_request_of_differently_sized_jpegs_equals_single_requests(se
     np.testing.assert_allclose(batched, singles, rtol=RTOL, atol=1e-7)
 
 
-def test_concurrent_requests_of_different_lengths_batch_raggedly_and_keep_their_results(server, photos):
-    images = list(photos.values()) * 4
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda image: classify_scores(server_route(server, "grpc"), [image])[0], images))
-    expected = InProcessEnsemble(server.repository).classify(images)
-    np.testing.assert_allclose(np.stack(results), expected, rtol=RTOL, atol=1e-7)
-    stats = requests.get(f"http://{server.http_url}/v2/models/{dali.NAME}/stats", timeout=10).json()
-    model_stats = stats["model_stats"][0]
-    assert model_stats["inference_count"] >= len(images)
+@pytest.fixture(scope="module")
+def dali_alone(cpu_repository, tmp_path_factory):
+    """A server of its own with only a copy of ``dali``: its statistics count this module's requests alone."""
+    repository = tmp_path_factory.mktemp("dali-alone")
+    shutil.copytree(cpu_repository / dali.NAME, repository / dali.NAME)
+    with TritonServer(repository, log_path=tmp_path_factory.mktemp("dali-alone-log") / "tritonserver.log") as triton:
+        yield triton
+
+
+def dali_statistics(server) -> dict:
+    return requests.get(f"http://{server.http_url}/v2/models/{dali.NAME}/stats", timeout=10).json()["model_stats"][0]
+
+
+def executions_by_batch_size(statistics: dict) -> dict[int, int]:
+    return {entry["batch_size"]: entry["compute_infer"]["count"] for entry in statistics["batch_stats"]}
+
+
+def preprocess(server, images: list[bytes]) -> np.ndarray:
+    """One request; a client per call, because tritonclient's clients are not thread-safe."""
+    return infer(server_route(server, "grpc"), dali.NAME, {dali.INPUT.name: encoded_batch(images)},
+                 [dali.OUTPUT.name])[dali.OUTPUT.name]
+
+
+def test_dynamic_batcher_merges_concurrent_one_image_requests_and_each_keeps_its_rows(dali_alone, cpu_repository,
+                                                                                      photos):
+    singles = list(photos.values()) * 3  # JPEGs of four sizes: the merged batches are ragged
+    before = dali_statistics(dali_alone)
+    with ThreadPoolExecutor(max_workers=len(singles) + 1) as pool:
+        # A 64-image request keeps the one instance busy, so the one-image requests queue up behind it.
+        busy = pool.submit(preprocess, dali_alone, [photos["astronaut"]] * 64)
+        time.sleep(0.3)
+        results = list(pool.map(lambda image: preprocess(dali_alone, [image])[0], singles))
+        busy.result()
+    after = dali_statistics(dali_alone)
+    request_count = after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"]
+    execution_count = after["execution_count"] - before["execution_count"]
+    assert request_count == len(singles) + 1
+    assert execution_count < request_count, f"{request_count} requests ran in {execution_count} executions"
+    executed, earlier = executions_by_batch_size(after), executions_by_batch_size(before)
+    merged = {size: count - earlier.get(size, 0) for size, count in executed.items() if 1 < size < 64}
+    # No request carried 2 to 63 images: an execution of that size ran several requests together.
+    assert any(merged.values()), f"executions by batch size: {executed}"
+    expected = DaliPreprocessor(cpu_repository)(singles)
+    assert np.abs(np.stack(results) - expected).max() <= 1e-4
 
 
 def test_the_posts_json_payload_works_unchanged_over_http_and_sagemaker(server, photos):

@@ -1,6 +1,8 @@
 """The LaMa generator is big-lama, layer for layer, and its exports agree with it."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -8,12 +10,37 @@ import torch
 
 from builders import lama
 from builders.declaration import BuildOptions, WeightsError
-from builders.lama_architecture import FFCResNetGenerator, FourierUnit, irfft2_ortho, rfft2_ortho
+from builders.lama_architecture import (FFCResNetGenerator, FourierUnit, GeneratorSize, irfft2_ortho, rfft2_ortho,
+                                        set_fourier_route)
+
+SMALL = GeneratorSize(ngf=16, n_blocks=2)  # the full structure (FFC blocks, Fourier units), a fraction of the cost
 
 
 @pytest.fixture(scope="module")
 def eager():
     return lama.inpainter(BuildOptions())  # seed 0: the weights of the session's built repository
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    """The TorchScript export as ``--lama-format torchscript`` writes it: big-lama, seed 0, 'fft' route."""
+    return lama.traced(lama.inpainter(BuildOptions(lama_format="torchscript")))
+
+
+class SmallInpainter(torch.nn.Module):
+    """A small generator behind the (image, mask) interface that ``lama.traced`` traces."""
+
+    def __init__(self, route: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.generator = FFCResNetGenerator(SMALL, fourier_route=route).eval()
+        for module in self.generator.modules():  # BatchNorm statistics away from the identity
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, image, mask):
+        return self.generator(torch.cat([image * (1 - mask), mask], dim=1))
 
 
 def test_generator_state_dict_has_big_lamas_tensor_count_parameter_count_and_key_shapes():
@@ -65,6 +92,76 @@ def test_fourier_unit_equals_the_fft_formulation_of_the_reference():
         assert torch.allclose(unit(x), expected, atol=1e-5)
 
 
+def test_fourier_route_is_a_module_option_not_weights():
+    matrix, fft = FFCResNetGenerator().state_dict(), FFCResNetGenerator(fourier_route="fft").state_dict()
+    assert len(fft) == 989 and {k: v.shape for k, v in fft.items()} == {k: v.shape for k, v in matrix.items()}
+    assert list(fft) == list(matrix)
+    with pytest.raises(ValueError, match="unknown Fourier route 'dft'"):
+        FFCResNetGenerator(SMALL, fourier_route="dft")
+
+
+@pytest.mark.parametrize("height,width", [(8, 8), (7, 9), (64, 65), (24, 16)])
+def test_fft_route_equals_matrix_route_in_a_fourier_unit_at_odd_and_even_sizes(height, width):
+    torch.manual_seed(0)
+    unit = FourierUnit(6).eval()
+    unit.bn.running_mean.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 6, height, width)
+    with torch.no_grad():
+        by_matrix = unit(x)
+        unit.route = "fft"
+        assert torch.allclose(unit(x), by_matrix, atol=1e-5)
+
+
+@pytest.mark.parametrize("height,width", [(64, 96), (72, 128), (136, 80), (200, 200)])
+def test_fft_route_generator_equals_matrix_route_generator_at_batch_2(height, width):
+    model = SmallInpainter("fft")
+    image, mask = lama.example_inputs(height, width, batch=2)
+    with torch.no_grad():
+        by_fft = model(image, mask)
+        by_matrix = set_fourier_route(model, "matrix")(image, mask)
+    assert by_fft.shape == (2, 3, height, width)
+    assert (by_fft - by_matrix).abs().max() < 1e-5
+
+
+def test_traced_fft_module_runs_at_sizes_and_batches_it_was_not_traced_at():
+    model = SmallInpainter("fft")
+    module = lama.traced(model)  # traced at lama.TRACE_SIZE, batch 1
+    for height, width, batch in [(72, 128, 2), (136, 80, 3), (lama.TRACE_SIZE[1], lama.TRACE_SIZE[0], 2)]:
+        image, mask = lama.example_inputs(height, width, batch)
+        with torch.no_grad():
+            assert (module(image, mask) - model(image, mask)).abs().max() < 1e-5
+
+
+def test_tracing_the_matrix_route_bakes_the_cpu_device_and_is_refused():
+    """The bug a GPU met: matrices built with device=x.device are traced as CPU constants."""
+    model = SmallInpainter("matrix")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        raw = torch.jit.trace(model, lama.example_inputs(), check_trace=False)
+    assert lama.baked_devices(raw) == ["cpu"]
+    assert 'Device = prim::Constant[value="cpu"]' in str(raw.inlined_graph)
+    with pytest.raises(lama.BakedDeviceError, match="holds the device.s. cpu"):
+        lama.traced(model)
+
+
+def test_torchscript_export_holds_no_device_constant_or_device_literal(scripted):
+    graph = str(scripted.inlined_graph)
+    assert lama.baked_devices(scripted) == []
+    assert "Device = prim::Constant" not in graph and "device=" not in scripted.code
+    assert "aten::fft_rfftn" in graph and "aten::fft_irfftn" in graph and "aten::matmul" not in graph
+
+
+def test_onnx_export_holds_no_device_attribute_and_no_dft_node(cpu_repository):
+    import onnx
+
+    model = onnx.load(str(cpu_repository / "lama" / "1" / "model.onnx"), load_external_data=False)
+    attributes = [attribute for node in model.graph.node for attribute in node.attribute]
+    assert attributes and not [a.name for a in attributes if "device" in a.name.lower()]
+    strings = [a.s.decode() for a in attributes if a.type == onnx.AttributeProto.STRING]
+    assert not [text for text in strings if "cpu" in text or "cuda" in text]
+    assert "DFT" not in {node.op_type for node in model.graph.node}
+
+
 def test_official_checkpoint_layout_loads_strictly_ignoring_other_networks(tmp_path):
     weights = {f"generator.{key}": torch.randn_like(value) if value.is_floating_point() else value
                for key, value in FFCResNetGenerator().state_dict().items()}
@@ -91,8 +188,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_naming_the_keys(tmp_path):
         lama.read_generator_weights(tmp_path / "nope.ckpt")
 
 
-def test_onnx_torchscript_and_eager_agree_at_several_sizes(cpu_repository, eager, tmp_path):
-    scripted = lama.traced(eager)
+def test_onnx_torchscript_and_eager_agree_at_several_sizes(cpu_repository, eager, scripted, tmp_path):
     scripted.save(str(tmp_path / "model.pt"))
     assert lama.read_generator_weights(tmp_path / "model.pt")[1].keys() == FFCResNetGenerator().state_dict().keys()
     session = ort.InferenceSession(str(cpu_repository / "lama" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -117,6 +213,7 @@ def test_torchscript_export_is_served_by_its_runner_and_equals_eager(eager, tmp_
     repository = tmp_path / "torchscript"
     build_repository(repository, BuildOptions(target="cpu", lama_format="torchscript", models=("lama",)))
     assert (repository / "lama" / "1" / "model.pt").is_file() and not (repository / "dali").exists()
+    assert lama.baked_devices(torch.jit.load(str(repository / "lama" / "1" / "model.pt"))) == []
     image, mask = lama.example_inputs(72, 104, batch=2)
     with TritonServer(repository) as server:
         served = infer(Route("http-binary", server.http_url), lama.NAME,

@@ -88,7 +88,7 @@ def test_colour_mask_is_read_as_grayscale_any_non_black_pixel_is_a_hole(http):
 
 @pytest.mark.parametrize("image_shape,mask_shape,complaint", [
     ((64, 96), (64, 80), "the mask is 80x64 pixels but the image is 96x64: they must be the same size"),
-    ((16, 2056), (16, 2056), "larger than this deployment's limit of 2048 pixels per side"),
+    ((16, 2056), (16, 2056), r"2056x16 pixels, over this model's limit of 2048 pixels per side \(parameter max_side"),
     ((8, 40), (8, 40), "LaMa needs at least 16 per side"),
 ])
 def test_bad_sizes_are_rejected_naming_the_sizes(http, image_shape, mask_shape, complaint):

@@ -17,40 +17,26 @@ from clients.classify import classify_scores
 from clients.inpaint import png_bytes
 from clients.protocols import Route
 from sagemaker_deploy.__main__ import main as deploy_main
-from sagemaker_deploy.aws import Aws, AwsError
-from sagemaker_deploy.deploy import DeployFailed, DeployRequest, container_environment, deploy, teardown, update
+from sagemaker_deploy.aws import Aws
+from sagemaker_deploy.deploy import DEFAULT_TRITON_VERSION, DeployFailed, DeployRequest, container_environment, \
+    deploy, teardown, update
 from sagemaker_deploy.package import PackageError, make_archive, required_models
-from tests.aws_emulator import LocalSageMaker, apply_environment
+from tests.aws_emulator import INSTANCE, ROLE
 
 BUCKET = "vision-models"
-ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
-INSTANCE = "ml.g4dn.xlarge"  # moto 5.2.5's list of instance types predates ml.g5
-
-
-@pytest.fixture(scope="module")
-def local_sagemaker(tmp_path_factory):
-    emulator = LocalSageMaker(tmp_path_factory.mktemp("sagemaker")).start()
-    emulator.s3().create_bucket(Bucket=BUCKET)
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture()
-def aws(local_sagemaker, monkeypatch):
-    apply_environment(monkeypatch, local_sagemaker)
-    return Aws("us-east-1", say=lambda line: None)
 
 
 def request(repository, tmp_path, endpoint="vision", **overrides) -> DeployRequest:
     fields = dict(repository=repository, endpoint=endpoint, bucket=BUCKET, role=ROLE, region="us-east-1",
-                  workdir=tmp_path, poll_s=0.5, wait_timeout_s=180, instance_type=INSTANCE)
+                  workdir=tmp_path, poll_s=0.5, wait_timeout_s=180, instance_type=INSTANCE,
+                  allow_cpu_target=True)  # the emulator's containers have only the python backend
     return DeployRequest(**{**fields, **overrides})
 
 
 def broken_copy(repository, target):
-    """A repository whose classifier file is present but not a model: passes packaging, fails to load."""
+    """A repository whose classifier step cannot start: passes packaging, fails to load in the container."""
     shutil.copytree(repository, target)
-    (target / "inception_onnx" / "1" / "model.onnx").write_bytes(b"not an onnx model")
+    (target / "inception_onnx" / "1" / "model.py").write_text("raise RuntimeError('broken on purpose')\n")
     return target
 
 
@@ -64,7 +50,7 @@ def test_archive_holds_the_needed_model_folders_at_its_root(cpu_repository, tmp_
     with tarfile.open(archive) as tar:
         roots = {member.name.split("/")[0] for member in tar.getmembers()}
         assert "config.pbtxt" not in {member.name for member in tar.getmembers()}
-    assert roots == set(packed) == {"ensemble_dali_inception", "dali", "inception_onnx"} and bls == []
+    assert roots == set(packed) == {"ensemble_dali_inception", "dali_guard", "dali", "inception_onnx"} and bls == []
 
 
 def test_packaging_names_every_missing_model_and_artifact(cpu_repository, tmp_path):
@@ -94,13 +80,14 @@ def test_models_called_through_bls_are_packed_and_loaded_explicitly(cpu_reposito
 
 
 def test_dry_run_prints_every_call_and_creates_nothing(cpu_repository, tmp_path, aws, capsys):
-    assert deploy_main(["--dry-run", "--region", "us-east-1", "deploy", "--repository", str(cpu_repository),
+    assert deploy_main(["--dry-run", "--region", "us-east-1", "deploy", "--allow-cpu-target",
+                        "--repository", str(cpu_repository),
                         "--endpoint", "dry", "--bucket", BUCKET, "--role", ROLE]) == 0
     printed = capsys.readouterr().out
     for call in ("s3.upload_file(", "sagemaker.create_model(", "sagemaker.create_endpoint_config(",
                  "sagemaker.create_endpoint("):
         assert f"[dry run] {call}" in printed
-    assert "sagemaker-tritonserver:24.09-py3" in printed and "ml.g5.xlarge" in printed
+    assert f"sagemaker-tritonserver:{DEFAULT_TRITON_VERSION}-py3" in printed and "ml.g5.xlarge" in printed
     assert names(aws, "list_models", "Models", "ModelName") == []
     assert "Contents" not in aws.call("s3", "list_objects_v2", Bucket=BUCKET)
 
@@ -112,7 +99,7 @@ def test_deploy_invoke_update_and_teardown_on_the_local_sagemaker(cpu_repository
     np.testing.assert_allclose(classify_scores(endpoint, [photos["chelsea"]]), expected, rtol=1e-6)
     model = aws.call("sagemaker", "describe_model", ModelName=first.name)["PrimaryContainer"]
     assert model["Environment"]["SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"] == ensemble_dali_inception.NAME
-    assert model["Image"].endswith("sagemaker-tritonserver:24.09-py3")
+    assert model["Image"].endswith(f"sagemaker-tritonserver:{DEFAULT_TRITON_VERSION}-py3")
 
     second = update(aws, request(cpu_repository, tmp_path))
     assert aws.call("sagemaker", "describe_endpoint", EndpointName="vision")["EndpointConfigName"] == second.name
@@ -125,23 +112,28 @@ def test_deploy_invoke_update_and_teardown_on_the_local_sagemaker(cpu_repository
     assert "Contents" not in aws.call("s3", "list_objects_v2", Bucket=BUCKET)
 
 
-def test_failed_endpoint_reports_reason_and_log_group_and_removes_what_it_created(cpu_repository, tmp_path, aws):
+def test_failed_endpoint_reports_reason_and_log_group_and_removes_what_it_created(cpu_repository, tmp_path, aws,
+                                                                                  local_sagemaker):
     broken = broken_copy(cpu_repository, tmp_path / "broken")
-    with pytest.raises(DeployFailed, match=r"(?s)endpoint broken failed: .*inception_onnx.*"
-                                           r"/aws/sagemaker/Endpoints/broken"):
+    with pytest.raises(DeployFailed, match=r"(?s)endpoint broken failed: The primary container for production "
+                                           r"variant AllTraffic did not pass the ping health check.*"
+                                           r"CloudWatch log group /aws/sagemaker/Endpoints/broken"):
         deploy(aws, request(broken, tmp_path, endpoint="broken"))
+    assert "inception_onnx" in local_sagemaker.container_logs("broken")  # the cause, where SageMaker logs it
     assert names(aws, "list_endpoints", "Endpoints", "EndpointName") == []
     assert names(aws, "list_models", "Models", "ModelName") == []
     assert names(aws, "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName") == []
     assert "Contents" not in aws.call("s3", "list_objects_v2", Bucket=BUCKET)
 
 
-def test_failed_update_rolls_back_and_the_old_version_keeps_serving(cpu_repository, tmp_path, aws, photos):
+def test_failed_update_rolls_back_and_the_old_version_keeps_serving(cpu_repository, tmp_path, aws, photos,
+                                                                   local_sagemaker):
     first = deploy(aws, request(cpu_repository, tmp_path, endpoint="steady"))
-    with pytest.raises(DeployFailed, match="update did not take"):
+    with pytest.raises(DeployFailed, match="(?s)update did not take.*did not pass the ping health check"):
         update(aws, request(broken_copy(cpu_repository, tmp_path / "broken"), tmp_path, endpoint="steady"))
     described = aws.call("sagemaker", "describe_endpoint", EndpointName="steady")
     assert (described["EndpointStatus"], described["EndpointConfigName"]) == ("InService", first.name)
+    assert local_sagemaker.status_history["steady"][-3:] == ["Updating", "RollingBack", "InService"]
     assert names(aws, "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName") == [first.name]
     route = Route("sagemaker-endpoint", "", endpoint_name="steady", region="us-east-1")
     assert classify_scores(route, [photos["coffee"]]).shape == (1, 1001)
@@ -149,7 +141,8 @@ def test_failed_update_rolls_back_and_the_old_version_keeps_serving(cpu_reposito
 
 
 def test_s3_upload_failure_is_one_clear_line_and_nothing_is_created(cpu_repository, aws, capsys):
-    assert deploy_main(["--region", "us-east-1", "deploy", "--repository", str(cpu_repository), "--endpoint",
+    assert deploy_main(["--region", "us-east-1", "deploy", "--allow-cpu-target", "--repository", str(cpu_repository),
+                        "--endpoint",
                         "nobucket", "--bucket", "no-such-bucket", "--role", ROLE]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: s3.upload_file failed:") and "no-such-bucket" in error
@@ -170,7 +163,8 @@ def test_missing_credentials_are_one_line_not_a_traceback(cpu_repository, local_
 
 def test_async_lama_endpoint_scales_to_zero_and_answers_through_s3(cpu_repository, tmp_path, aws):
     output = f"s3://{BUCKET}/lama-async"
-    assert deploy_main(["--region", "us-east-1", "deploy", "--repository", str(cpu_repository), "--endpoint",
+    assert deploy_main(["--region", "us-east-1", "deploy", "--allow-cpu-target", "--repository", str(cpu_repository),
+                        "--endpoint",
                         "lama", "--bucket", BUCKET, "--role", ROLE, "--default-model", ensemble_lama.NAME,
                         "--async-output", output, "--autoscale-to-zero", "--poll-s", "0.5",
                         "--instance-type", INSTANCE]) == 0

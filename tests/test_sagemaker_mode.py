@@ -37,7 +37,8 @@ def test_sagemaker_arguments_load_only_the_default_model_with_explicit_control(o
     args = sagemaker_arguments(opt_ml_model, {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": ensemble.NAME,
                                               "SAGEMAKER_TRITON_ADDITIONAL_ARGS": "--load-model=extra"})
     assert "--model-control-mode=explicit" in args
-    assert [a for a in args if a.startswith("--load-model")] == [f"--load-model={ensemble.NAME}", "--load-model=extra"]
+    # the serve script appends the additional arguments before the default model's --load-model
+    assert [a for a in args if a.startswith("--load-model")] == ["--load-model=extra", f"--load-model={ensemble.NAME}"]
 
 
 def test_sagemaker_start_up_refuses_a_top_level_config_pbtxt(cpu_repository, tmp_path):
@@ -99,7 +100,7 @@ def test_bad_image_through_the_endpoint_is_a_model_error_with_tritons_message(en
 
     with pytest.raises(RequestError, match=r"ModelError.*could not decode the image data"):
         classify_scores(endpoint_route(endpoint), [photos["coffee"][:5000]])
-    with pytest.raises(RequestError, match="Endpoint no-such-endpoint not found"):
+    with pytest.raises(RequestError, match="Endpoint no-such-endpoint of account 123456789012 not found"):
         classify_scores(endpoint_route(endpoint, "no-such-endpoint"), [photos["coffee"]])
 
 

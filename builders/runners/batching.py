@@ -48,6 +48,7 @@ def execute_batched(requests, input_names, output_names, run):
     except Exception as error:  # one request may have spoiled the batch: isolate it
         if len(requests) == 1:
             return [_error_response(error)]
+        pb_utils.Logger.log_warn(f"batch of {len(requests)} requests failed: {error}; running them one by one")
     return [execute_batched([request], input_names, output_names, run)[0] for request in requests]
 
 

@@ -10,9 +10,23 @@ class TritonPythonModel(BatchedModel):
         self.thresholds = Thresholds(self.parameters)
         missing = self.output_names.index(self.parameters["missing_scores"])
         self.classes = int(self.config["output"][missing]["dims"][0])
+        self.loaded_here = []  # BLS models this step loaded itself, unloaded with it
+
+    def ensure_ready(self, model):
+        """Load a BLS-called model on first use if nothing else did.
+
+        A SageMaker multi-model endpoint loads only the archive's ensemble (and its steps);
+        the models this step calls must then be loaded by the step. Under explicit model
+        control elsewhere they are loaded at start-up (``bls_models``) and this does nothing.
+        """
+        if model in self.loaded_here or pb_utils.is_model_ready(model):
+            return
+        pb_utils.load_model(model_name=model)
+        self.loaded_here.append(model)
 
     def call(self, model, images, outputs):
         """One BLS request with these rows; outputs come back in CPU memory."""
+        self.ensure_ready(model)
         request = pb_utils.InferenceRequest(
             model_name=model, requested_output_names=outputs,
             inputs=[pb_utils.Tensor(self.parameters["image"], np.ascontiguousarray(images))],
@@ -34,3 +48,7 @@ class TritonPythonModel(BatchedModel):
         outputs = inspect(images, shapes, self.thresholds, self.classes, self.parent, self.child)
         # The config declares the outputs in this order (builders/defect_router.py).
         return {name: list(values) for name, values in zip(self.output_names, outputs)}
+
+    def finalize(self):
+        for model in self.loaded_here:
+            pb_utils.unload_model(model)

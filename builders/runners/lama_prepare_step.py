@@ -6,6 +6,5 @@ from lama_processing import prepare
 class TritonPythonModel(BatchedModel):
     def run(self, inputs):
         images, masks = (inputs[name] for name in self.input_names)
-        max_side = int(self.parameters["max_side"])
-        prepared = [prepare(image, mask, max_side) for image, mask in zip(images, masks)]
+        prepared = [prepare(image, mask) for image, mask in zip(images, masks)]
         return {name: [sample[i] for sample in prepared] for i, name in enumerate(self.output_names)}

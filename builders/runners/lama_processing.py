@@ -10,15 +10,15 @@ MULTIPLE = 8  # three stride-2 downsamplings
 MIN_SIDE = 16  # the bottleneck (1/8 scale) needs 2 pixels for its reflection padding
 
 
-def prepare(image, mask, max_side):
-    """uint8 HxWx3 image and HxWx1 mask -> FP32 [3,H8,W8] in [0,1], binary FP32 [1,H8,W8], [H, W]."""
+def prepare(image, mask):
+    """uint8 HxWx3 image and HxWx1 mask -> FP32 [3,H8,W8] in [0,1], binary FP32 [1,H8,W8], [H, W].
+
+    The largest size is not checked here: the ensemble's guard refused it before decoding.
+    """
     height, width = image.shape[:2]
     if mask.shape[:2] != (height, width):
         raise ValueError(f"the mask is {mask.shape[1]}x{mask.shape[0]} pixels but the image is "
                          f"{width}x{height}: they must be the same size")
-    if max(height, width) > max_side:
-        raise ValueError(f"the image is {width}x{height} pixels, larger than this deployment's limit of "
-                         f"{max_side} pixels per side (lama_prepare parameter max_side)")
     if min(height, width) < MIN_SIDE:
         raise ValueError(f"the image is {width}x{height} pixels; LaMa needs at least {MIN_SIDE} per side")
     pad = ((0, 0), (0, -height % MULTIPLE), (0, -width % MULTIPLE))
