@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --no-deps sagemaker-core==2.27.0  # see pyproject.toml, extra "sagemaker"
 	touch $@
 
-demo: install
+demo: install system-deps
 	$(PY) -m clients.demo
 
 # perf_analyzer (the benchmarks' cross-check) needs libb64 from Debian; local_server compiles

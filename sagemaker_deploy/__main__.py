@@ -1,17 +1,17 @@
 """``python -m sagemaker_deploy``: package, deploy, add-model, update, rollout, promote, invoke-async, teardown.
 
-    python -m sagemaker_deploy deploy --repository build/gpu --endpoint vision --bucket B --role ARN --region R
-    python -m sagemaker_deploy update --repository build/gpu --endpoint vision --bucket B --role ARN --region R
-    python -m sagemaker_deploy rollout --repository build/gpu --endpoint vision --bucket B --role ARN --region R \
+    python -m sagemaker_deploy --region R deploy --repository build/gpu --endpoint vision --bucket B --role ARN
+    python -m sagemaker_deploy --region R update --repository build/gpu --endpoint vision --bucket B --role ARN
+    python -m sagemaker_deploy --region R rollout --repository build/gpu --endpoint vision --bucket B --role ARN \\
         --instances 2 --max-instances 4 --canary-percent 50 --wait-s 600 --max-5xx 1 --p99-ms 500
-    python -m sagemaker_deploy deploy --repository build/gpu --endpoint lama --default-model ensemble_lama \\
+    python -m sagemaker_deploy --region R deploy --repository build/gpu --endpoint lama --default-model ensemble_lama \\
         --async-output s3://B/lama --autoscale-to-zero ...
-    python -m sagemaker_deploy deploy --multi-model --repository build/gpu --endpoint factory --bucket B --role ARN
-    python -m sagemaker_deploy add-model --repository build/gpu --endpoint factory --pipeline ensemble_lama
-    python -m sagemaker_deploy invoke-async --endpoint lama --input-prefix s3://B/lama/input IMAGE MASK -o OUT.png
-    python -m sagemaker_deploy promote --package ARN --staging-endpoint vision-staging --endpoint vision \\
-        --test-dataset build/dataset-unseen --role ARN --region R [--min-parent-f1 0.9 --p95-ms 2000 ...]
-    python -m sagemaker_deploy teardown [--endpoint vision] [--delete-artifacts s3://B/prefix] --region R
+    python -m sagemaker_deploy --region R deploy --multi-model --repository build/gpu --endpoint factory --bucket B --role ARN
+    python -m sagemaker_deploy --region R add-model --repository build/gpu --endpoint factory --pipeline ensemble_lama
+    python -m sagemaker_deploy --region R invoke-async --endpoint lama --input-prefix s3://B/lama/input IMAGE MASK -o OUT.png
+    python -m sagemaker_deploy --region R promote --package ARN --staging-endpoint vision-staging --endpoint vision \\
+        --test-dataset build/dataset-unseen --role ARN [--min-parent-f1 0.9 --p95-ms 2000 ...]
+    python -m sagemaker_deploy --region R teardown [--endpoint vision] [--delete-artifacts s3://B/prefix]
 
 Real-time requests go through the clients: python -m clients.classify IMAGE --protocol sagemaker-endpoint
 --endpoint-name vision --region R. ``--dry-run`` prints every AWS call with its arguments and calls nothing.

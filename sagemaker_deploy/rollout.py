@@ -75,6 +75,10 @@ def check_shift(shift: TrafficShift, instance_count: int) -> None:
         allowed = f"{lowest}-50%" if lowest else "at most 50%"
         raise RolloutError(f"{name} {shift.size} {shift.size_type} is {share:.0f}% of the variant's "
                            f"{instance_count} instance(s); SageMaker allows {allowed}")
+    if 2 * shift.instances_per_step(instance_count) > instance_count:  # a step is whole instances
+        raise RolloutError(f"{name} {shift.size} {shift.size_type} is {shift.instances_per_step(instance_count)} "
+                           f"of the variant's {instance_count} instance(s), over half of it: give the new "
+                           "version at least 2 instances (--instances)")
 
 
 def _in_range(name: str, value: int, lowest: int, highest: int, unit: str) -> None:

@@ -84,6 +84,7 @@ class LocalSageMaker:
     def start(self) -> "LocalSageMaker":
         self.moto.start()
         self.moto_url = f"http://127.0.0.1:{self.moto._port}"
+        reset_moto(self.moto_url)
         self.route.start()
         self._extend_moto()
         self.rollouts = BlueGreenRollouts(self).install()  # UpdateEndpoint's DeploymentConfig: canary, rollback
@@ -333,6 +334,11 @@ def validation_error(message: str) -> tuple[int, dict, bytes]:
 def split_s3(url: str) -> tuple[str, str]:
     bucket, key = url.removeprefix("s3://").split("/", 1)
     return bucket, key
+
+
+def reset_moto(moto_url: str) -> None:
+    """moto keeps its accounts' resources in this process, across servers: each SageMaker starts empty."""
+    requests.post(f"{moto_url}/moto-api/reset", timeout=30).raise_for_status()
 
 
 def apply_environment(monkeypatch, emulator: LocalSageMaker) -> None:

@@ -10,6 +10,7 @@ from sagemaker_deploy.model_registry import (APPROVED, PENDING, REJECTED, Regist
                                              register, require_approved, set_status)
 from sagemaker_deploy.rollout import (AlarmLimits, RolloutError, TrafficShift, autoscale, deployment_config,
                                       rollback_alarms)
+from tests.aws_emulator import reset_moto
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/sagemaker-tritonserver:24.09-py3"
 
@@ -18,6 +19,7 @@ IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/sagemaker-tritonserver:24.
 def moto_url():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
+    reset_moto(f"http://127.0.0.1:{server._port}")
     yield f"http://127.0.0.1:{server._port}"
     server.stop()
 
@@ -84,6 +86,7 @@ def test_canary_config_names_the_alarms_and_the_shift():
     (TrafficShift("CANARY", wait_s=4000), 2, r"wait interval 4000 s is outside SageMaker's 0-3600 s"),
     (TrafficShift("CANARY", max_execution_s=300), 2, r"maximum execution time 300 s is outside .*600-14400"),
     (TrafficShift("SOMETIMES"), 2, r"traffic shift 'SOMETIMES': choose one of"),
+    (TrafficShift("CANARY", "CAPACITY_PERCENT", 50), 1, r"is 1 of the variant's 1 instance\(s\), over half of it"),
 ])
 def test_rollout_settings_sagemaker_refuses_are_refused_before_any_call(shift, count, message):
     with pytest.raises(RolloutError, match=message):
