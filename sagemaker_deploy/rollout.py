@@ -75,10 +75,14 @@ def check_shift(shift: TrafficShift, instance_count: int) -> None:
         allowed = f"{lowest}-50%" if lowest else "at most 50%"
         raise RolloutError(f"{name} {shift.size} {shift.size_type} is {share:.0f}% of the variant's "
                            f"{instance_count} instance(s); SageMaker allows {allowed}")
-    if 2 * shift.instances_per_step(instance_count) > instance_count:  # a step is whole instances
-        raise RolloutError(f"{name} {shift.size} {shift.size_type} is {shift.instances_per_step(instance_count)} "
-                           f"of the variant's {instance_count} instance(s), over half of it: give the new "
-                           "version at least 2 instances (--instances)")
+
+
+def check_steps_fit(shift: TrafficShift, instance_count: int) -> None:
+    """A step moves whole instances: on a fleet of one, any canary would be all of it."""
+    if shift.kind != "ALL_AT_ONCE" and 2 * shift.instances_per_step(instance_count) > instance_count:
+        raise RolloutError(f"a {shift.kind.lower()} step of {shift.size} {shift.size_type} is "
+                           f"{shift.instances_per_step(instance_count)} of the variant's {instance_count} "
+                           "instance(s), over half of it: give the new version at least 2 instances (--instances)")
 
 
 def _in_range(name: str, value: int, lowest: int, highest: int, unit: str) -> None:
@@ -89,6 +93,7 @@ def _in_range(name: str, value: int, lowest: int, highest: int, unit: str) -> No
 def deployment_config(shift: TrafficShift, instance_count: int, alarms: list[str]) -> dict:
     """UpdateEndpoint's DeploymentConfig: blue/green with the shift, rolled back by any of ``alarms``."""
     check_shift(shift, instance_count)
+    check_steps_fit(shift, instance_count)
     if not 1 <= len(alarms) <= MAX_ALARMS:
         raise RolloutError(f"{len(alarms)} rollback alarms; SageMaker takes 1-{MAX_ALARMS}")
     routing = {"Type": shift.kind, "WaitIntervalInSeconds": shift.wait_s}
@@ -204,6 +209,7 @@ def _leftover_configs(aws: Aws, endpoint: str, serving_config: str) -> list[str]
 def _guarded_update(aws: Aws, request: DeployRequest, shift: TrafficShift, limits: AlarmLimits,
                     serving: dict) -> Release:
     old_config = serving.get("EndpointConfigName", "")
+    check_steps_fit(shift, request.instance_count)  # before the alarms: a refusal changes nothing
     alarms = rollback_alarms(aws, request.endpoint, limits)
     config = deployment_config(shift, request.instance_count, alarms)
     created = Created()

@@ -86,7 +86,8 @@ def test_canary_config_names_the_alarms_and_the_shift():
     (TrafficShift("CANARY", wait_s=4000), 2, r"wait interval 4000 s is outside SageMaker's 0-3600 s"),
     (TrafficShift("CANARY", max_execution_s=300), 2, r"maximum execution time 300 s is outside .*600-14400"),
     (TrafficShift("SOMETIMES"), 2, r"traffic shift 'SOMETIMES': choose one of"),
-    (TrafficShift("CANARY", "CAPACITY_PERCENT", 50), 1, r"is 1 of the variant's 1 instance\(s\), over half of it"),
+    (TrafficShift("CANARY", "CAPACITY_PERCENT", 50), 1,
+     r"a canary step of 50 CAPACITY_PERCENT is 1 of the variant's 1 instance\(s\), over half of it"),
 ])
 def test_rollout_settings_sagemaker_refuses_are_refused_before_any_call(shift, count, message):
     with pytest.raises(RolloutError, match=message):
