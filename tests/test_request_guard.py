@@ -68,15 +68,17 @@ def refusal(body: bytes, content_type: str, **kwargs) -> str:
 def test_requests_built_by_tritonclient_pass_in_json_binary_json_and_kserve_form():
     body, header_size = binary_request(("IMAGE", np.zeros((2, 3), np.float32)),
                                        ("NAMES", np.array([b"board", b""], dtype=object)))
-    check_inference_request(body, SAGEMAKER_BINARY.format(header_size))
-    check_inference_request(body, "application/octet-stream", inference_header_length=str(header_size))
+    assert check_inference_request(body, SAGEMAKER_BINARY.format(header_size)) is None
+    assert check_inference_request(body, "application/octet-stream",
+                                   inference_header_length=str(header_size)) is None
     tensor = httpclient.InferInput("INPUT0", [2, 3], "UINT8")
     tensor.set_data_from_numpy(np.arange(6, dtype=np.uint8).reshape(2, 3), binary_data=False)
     json_body, _ = httpclient.InferenceServerClient.generate_request_body([tensor])
-    check_inference_request(json_body, "application/json")
-    check_inference_request(json_request("INPUT0", "UINT8", [2, 3], [[1, 2, 3], [4, 5, 6]]), "application/json")
-    check_inference_request(json_request("EMPTY", "FP32", [0, 3], []), "application/json")
-    check_inference_request(json_request("NAMES", "BYTES", [2], ["board", ""]), "application/json")
+    assert check_inference_request(json_body, "application/json") is None
+    rows = json_request("INPUT0", "UINT8", [2, 3], [[1, 2, 3], [4, 5, 6]])
+    assert check_inference_request(rows, "application/json") is None
+    assert check_inference_request(json_request("EMPTY", "FP32", [0, 3], []), "application/json") is None
+    assert check_inference_request(json_request("NAMES", "BYTES", [2], ["board", ""]), "application/json") is None
 
 
 # -- one test per rule ---------------------------------------------------------------------
