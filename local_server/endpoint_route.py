@@ -28,6 +28,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from local_server.multi_model import TARGET_HEADER, InvocationError
+from local_server.request_guard import InvalidInferenceRequest, check_inference_request
 from local_server.server import free_port
 
 REALTIME_BODY_LIMIT = 6291456  # bytes, InvokeEndpoint Body "Maximum length of 6291456"
@@ -110,8 +111,6 @@ class EndpointRoute:
                     return self._error(400, "ValidationError", f"Endpoint {name} of account {route.account} not found.")
                 if operation == "async-invocations":
                     return self._invoke_async(name)
-                from local_server.request_guard import InvalidInferenceRequest, check_inference_request
-
                 try:  # a JSON shape its data does not fill aborts tritonserver <= 2.58: never forward it
                     check_inference_request(body, self.headers.get("Content-Type", ""))
                 except InvalidInferenceRequest as error:
