@@ -8,8 +8,9 @@ takes one of two routes, a module option that changes no weight:
   numbers as ``torch.fft.rfftn(norm="ortho")`` as plain ONNX MatMuls that every execution
   provider runs (onnxruntime's CUDA provider has no DFT kernel). Traced to TorchScript it
   is slow and bakes the tracing device into the matrices.
-- ``"fft"``: ``torch.fft.rfftn/irfftn`` themselves, for TorchScript (``pytorch_libtorch``):
-  cuFFT on a GPU, and the traced graph keeps no device and dynamic H, W and batch.
+- ``"fft"``: ``torch.fft`` itself, for TorchScript (``pytorch_libtorch``): cuFFT on a GPU,
+  and the traced graph keeps no device and dynamic H, W and batch. Its inverse is written
+  so that cuFFT gets input it defines a result for (docs/lama-gpu-fft.md).
 """
 from __future__ import annotations
 
@@ -80,8 +81,22 @@ def rfft2_native(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return spectrum.real, spectrum.imag
 
 
+def self_conjugate_imag_zeroed(rows: torch.Tensor, width: int) -> torch.Tensor:
+    """``rows`` (rfft bins along the last axis) with the imaginary part of the DC and Nyquist bins set to 0.
+
+    The learned 1x1 convolution leaves those parts non-zero. A complex-to-real transform has no
+    use for them: pocketfft (CPU) ignores them, but cuFFT's answer for such input is undefined and
+    on an H200 it differed from the CPU's from 1024x1024 images up (docs/lama-gpu-fft.md).
+    """
+    bins = torch.cumsum(torch.ones_like(rows.real[..., :1, :]), dim=-1) - 1  # no device literal in a trace
+    return torch.complex(rows.real, torch.where((bins == 0) | (2 * bins == width), 0.0, rows.imag))
+
+
 def irfft2_native(real: torch.Tensor, imag: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return torch.fft.irfftn(torch.complex(real, imag), s=like.shape[-2:], dim=(-2, -1), norm="ortho")
+    """``torch.fft.irfftn(real + 1j * imag, s=like.shape[-2:], dim=(-2, -1), norm="ortho")`` as the CPU computes it."""
+    width = like.shape[-1]
+    rows = torch.fft.ifft(torch.complex(real, imag), dim=-2, norm="ortho")
+    return torch.fft.irfft(self_conjugate_imag_zeroed(rows, width), n=width, dim=-1, norm="ortho")
 
 
 TRANSFORMS = {"matrix": (rfft2_ortho, irfft2_ortho), "fft": (rfft2_native, irfft2_native)}

@@ -23,7 +23,7 @@ def test_gpu_bench_quick_cpu_mode_times_both_lama_routes_and_the_defect_cnns_and
 
 def test_gpu_bench_table_marks_timings_skipped_by_the_time_budget():
     report = gpu_bench.Report("cuda", {"device": "H100", "torch": "2.11", "cuda": "13.0", "onnxruntime": "1.23",
-                                       "date": "2026-11-28"})
+                                       "date": "2026-11-28", "timed_with": "cudnn.allow_tf32=True"})
     report.time("lama TorchScript", "fft (exported)", "512x512", 8, None)
     report.check("a parity check", False, "max gap 1e-2")
     text = gpu_bench.markdown(report, "full")

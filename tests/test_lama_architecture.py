@@ -10,8 +10,8 @@ import torch
 
 from builders import lama
 from builders.declaration import BuildOptions, WeightsError
-from builders.lama_architecture import (FFCResNetGenerator, FourierUnit, GeneratorSize, irfft2_ortho, rfft2_ortho,
-                                        set_fourier_route)
+from builders.lama_architecture import (FFCResNetGenerator, FourierUnit, GeneratorSize, irfft2_native, irfft2_ortho,
+                                        rfft2_ortho, self_conjugate_imag_zeroed, set_fourier_route)
 
 SMALL = GeneratorSize(ngf=16, n_blocks=2)  # the full structure (FFC blocks, Fourier units), a fraction of the cost
 
@@ -76,6 +76,24 @@ def test_matrix_dft_equals_torch_fft_forward_and_inverse(height, width):
     spectrum = torch.randn_like(expected)
     inverse = torch.fft.irfftn(spectrum, s=(height, width), dim=(-2, -1), norm="ortho")
     assert torch.allclose(irfft2_ortho(spectrum.real, spectrum.imag, x), inverse, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [8, 9])
+def test_inverse_hands_the_complex_to_real_step_no_imaginary_part_in_dc_or_nyquist_bins(width):
+    rows = torch.complex(torch.randn(2, 3, 5, width // 2 + 1), torch.randn(2, 3, 5, width // 2 + 1))
+    zeroed = self_conjugate_imag_zeroed(rows, width)
+    self_conjugate = [0, width // 2] if width % 2 == 0 else [0]
+    assert (zeroed.imag[..., self_conjugate] == 0).all() and torch.equal(zeroed.real, rows.real)
+    others = [k for k in range(width // 2 + 1) if k not in self_conjugate]
+    assert torch.equal(zeroed.imag[..., others], rows.imag[..., others])
+
+
+@pytest.mark.parametrize("height,width", [(16, 16), (7, 9), (128, 128)])
+def test_fft_inverse_of_a_non_hermitian_spectrum_equals_the_matrix_inverse(height, width):
+    # What a Fourier unit's convolution hands the inverse: a spectrum no real image has.
+    real, imag = torch.randn(2, 3, height, width // 2 + 1), torch.randn(2, 3, height, width // 2 + 1)
+    like = torch.empty(2, 3, height, width)
+    assert torch.allclose(irfft2_native(real, imag, like), irfft2_ortho(real, imag, like), atol=1e-4)
 
 
 def test_fourier_unit_equals_the_fft_formulation_of_the_reference():
@@ -148,7 +166,8 @@ def test_torchscript_export_holds_no_device_constant_or_device_literal(scripted)
     graph = str(scripted.inlined_graph)
     assert lama.baked_devices(scripted) == []
     assert "Device = prim::Constant" not in graph and "device=" not in scripted.code
-    assert "aten::fft_rfftn" in graph and "aten::fft_irfftn" in graph and "aten::matmul" not in graph
+    assert "aten::fft_rfftn" in graph and "aten::fft_ifft" in graph and "aten::fft_irfft" in graph
+    assert "aten::matmul" not in graph
 
 
 def test_onnx_export_holds_no_device_attribute_and_no_dft_node(cpu_repository):
