@@ -55,8 +55,10 @@ def _library_dir() -> Path:
 
 
 def run(http_url: str, model: str, input_name: str, encoded: bytes, concurrency: int, workdir: Path,
-        measurement_ms: int = 3000, timeout_s: float = 300) -> dict:
-    """One concurrency step over HTTP (binary tensors); returns throughput and latency percentiles (ms)."""
+        measurement_ms: int = 3000, timeout_s: float = 300, stability_percent: int = 10) -> dict:
+    """One concurrency step over HTTP (binary tensors); returns throughput and latency percentiles (ms).
+
+    perf_analyzer reports once three windows in a row agree within ``stability_percent``."""
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "input.json"
     data.write_text(json.dumps({"data": [{input_name: {"content": np.frombuffer(encoded, np.uint8).tolist(),
@@ -64,7 +66,7 @@ def run(http_url: str, model: str, input_name: str, encoded: bytes, concurrency:
     report = workdir / f"perf_analyzer_c{concurrency}.csv"
     command = [str(binary()), "-m", model, "-u", http_url, "-i", "http", "-b", "1",
                f"--concurrency-range={concurrency}", f"--input-data={data}", f"--shape={input_name}:{len(encoded)}",
-               f"--measurement-interval={measurement_ms}", "--stability-percentage=10", "--max-trials=8",
+               f"--measurement-interval={measurement_ms}", f"--stability-percentage={stability_percent}", "--max-trials=8",
                "--percentile=50", "-f", str(report)]
     env = {"LD_LIBRARY_PATH": f"{_library_dir()}:{TRITON_LIBS}", "PATH": "/usr/bin:/bin"}
     try:

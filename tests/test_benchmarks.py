@@ -66,8 +66,9 @@ def test_step_stops_when_the_target_stalls():
 
 
 def test_perf_analyzer_runs_against_the_same_server(server, photos, tmp_path):
+    # What runs here is the tool against the server; a loaded 2-core CI machine is no place for 10 % stability.
     measured = perf_analyzer.run(server.http_url, "ensemble_dali_inception", "INPUT", photos["chelsea"], 1,
-                                 tmp_path, measurement_ms=1500)
+                                 tmp_path, measurement_ms=1500, stability_percent=100)
     assert measured["concurrency"] == 1 and measured["throughput"] > 0
     assert 0 < measured["p50_ms"] <= measured["p99_ms"]
 
