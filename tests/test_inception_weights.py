@@ -1,11 +1,14 @@
 """Inception V3 weights from a user's file, and the TensorFlow graphdef export served for real."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from builders import inception
+from builders import dali, inception
+from builders import ensemble_dali_inception as ensemble
 from builders.declaration import BuildOptions
 from builders.repository import build_repository
 from clients.classify import classify_scores
@@ -68,7 +71,9 @@ def test_a_frozen_graph_that_is_not_inception_v3_is_refused_naming_the_missing_n
 
 def test_graphdef_export_is_served_and_agrees_with_the_onnx_export(cpu_repository, tmp_path, photos):
     repository = tmp_path / "graphdef"
-    build_repository(repository, BuildOptions(target="cpu", inception_format="graphdef"))
+    graphdef = BuildOptions(target="cpu", inception_format="graphdef")
+    classification = (ensemble.GUARD.name, dali.NAME, inception.model_name(graphdef), ensemble.NAME)
+    build_repository(repository, replace(graphdef, models=classification))  # the classification pipeline only
     assert (repository / "inception_graphdef" / "1" / "model.graphdef").is_file()
     images = [photos["chelsea"], photos["rocket"]]
     with TritonServer(repository) as server:
