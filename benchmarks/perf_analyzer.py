@@ -66,8 +66,8 @@ def run(http_url: str, model: str, input_name: str, encoded: bytes, concurrency:
     report = workdir / f"perf_analyzer_c{concurrency}.csv"
     command = [str(binary()), "-m", model, "-u", http_url, "-i", "http", "-b", "1",
                f"--concurrency-range={concurrency}", f"--input-data={data}", f"--shape={input_name}:{len(encoded)}",
-               f"--measurement-interval={measurement_ms}", f"--stability-percentage={stability_percent}", "--max-trials=8",
-               "--percentile=50", "-f", str(report)]
+               f"--measurement-interval={measurement_ms}", f"--stability-percentage={stability_percent}",
+               "--max-trials=8", "--percentile=50", "-f", str(report)]
     env = {"LD_LIBRARY_PATH": f"{_library_dir()}:{TRITON_LIBS}", "PATH": "/usr/bin:/bin"}
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout_s)

@@ -43,6 +43,11 @@ def _dft_angles(length: int, positions: torch.Tensor, bins: torch.Tensor) -> tor
     return torch.remainder(positions[:, None] * bins[None, :], length) * (2 * math.pi / length)
 
 
+def _self_conjugate(bins: torch.Tensor, length: int) -> torch.Tensor:
+    """The rfft bins equal to their own mirror image (DC and, for an even length, Nyquist)."""
+    return (bins == 0) | (2 * bins == length)
+
+
 def _axis(x: torch.Tensor, dim: int) -> tuple[int, torch.Tensor, torch.Tensor]:
     """(length, positions 0..length-1, rfft bins 0..length//2) along ``dim``."""
     length = x.shape[dim]
@@ -70,7 +75,7 @@ def irfft2_ortho(real: torch.Tensor, imag: torch.Tensor, like: torch.Tensor) -> 
     cos_h, sin_h = torch.cos(angle_h), torch.sin(angle_h)
     real, imag = cos_h @ real - sin_h @ imag, cos_h @ imag + sin_h @ real
     # Bins other than DC and Nyquist stand for themselves and their mirror image.
-    weight = torch.where((bins == 0) | (2 * bins == width), 1.0, 2.0)
+    weight = torch.where(_self_conjugate(bins, width), 1.0, 2.0)
     angle_w = _dft_angles(width, bins, cols)  # (K, W)
     spatial = (real * weight) @ torch.cos(angle_w) - (imag * weight) @ torch.sin(angle_w)
     return spatial * (height * width) ** -0.5
@@ -89,7 +94,7 @@ def self_conjugate_imag_zeroed(rows: torch.Tensor, width: int) -> torch.Tensor:
     on an H200 it differed from the CPU's from 1024x1024 images up (docs/lama-gpu-fft.md).
     """
     bins = torch.cumsum(torch.ones_like(rows.real[..., :1, :]), dim=-1) - 1  # no device literal in a trace
-    return torch.complex(rows.real, torch.where((bins == 0) | (2 * bins == width), 0.0, rows.imag))
+    return torch.complex(rows.real, torch.where(_self_conjugate(bins, width), 0.0, rows.imag))
 
 
 def irfft2_native(real: torch.Tensor, imag: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
