@@ -40,6 +40,9 @@ from builders import lama
 from builders.declaration import BuildOptions
 from builders.lama_architecture import BIG_LAMA, FFCResNetGenerator, GeneratorSize, set_fourier_route
 
+# The sample board's definition, as the committed repository carries it: the CNNs' input size.
+SAMPLE_PRODUCT = Path(__file__).resolve().parent.parent / "model_repository" / "pcb_inspection" / "product.json"
+
 SMALL_LAMA = GeneratorSize(ngf=16, n_blocks=2)
 PARITY_TOLERANCE = 1e-4  # the issue's H100 run saw 4e-6 between the routes
 
@@ -243,33 +246,37 @@ def check_lama_onnx(model: torch.nn.Module, workdir: Path, report: Report):
                  f"max abs(onnx - torch) {gap:.1e}; DFT nodes: {'none' if no_dft else 'present'}")
 
 
-def defect_modules() -> dict[str, tuple]:
+def defect_modules(product) -> dict[str, tuple]:
     """name -> (module, output names), untrained, as version 1 of the repository holds them."""
     from builders import defect_child, defect_parent
 
     torch.manual_seed(0)
-    return {defect_parent.NAME: (defect_parent.module(), [t.name for t in defect_parent.OUTPUTS]),
-            defect_child.NAME: (defect_child.module(), [t.name for t in defect_child.OUTPUTS])}
+    return {defect_parent.name(product): (defect_parent.module(product), [t.name for t in defect_parent.OUTPUTS]),
+            defect_child.name(product): (defect_child.module(product), [defect_child.SCORES_NAME])}
 
 
 def bench_defect(plan: Plan, workdir: Path, clock: Clock, report: Report):
     import onnxruntime as ort
 
-    for name, (module, output_names) in defect_modules().items():
-        path = arch.export_onnx(module, workdir / f"{name}.onnx", output_names)
+    from products import load
+
+    product = load(SAMPLE_PRODUCT)
+    tensor = arch.image_tensor(product)
+    for name, (module, output_names) in defect_modules(product).items():
+        path = arch.export_onnx(module, workdir / f"{name}.onnx", tensor, output_names)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        image = torch.rand(3, *arch.IMAGE.dims) * 2 - 1
+        image = torch.rand(3, *tensor.dims) * 2 - 1
         with torch.no_grad():
             outputs = module(image)
         expected = [tensor.numpy() for tensor in (outputs if isinstance(outputs, tuple) else (outputs,))]
-        served = session.run(output_names, {arch.IMAGE.name: image.numpy()})
+        served = session.run(output_names, {tensor.name: image.numpy()})
         gap = max(float(np.abs(a - b).max()) for a, b in zip(served, expected))
         report.check(f"{name} ONNX in onnxruntime (CPU) = PyTorch", gap < PARITY_TOLERANCE, f"max gap {gap:.1e}")
         on_device = module.to(clock.device)
         with torch.no_grad():
             for batch in plan.defect_batches:
-                batch_input = (torch.rand(batch, *arch.IMAGE.dims) * 2 - 1).to(clock.device)
-                report.time(name, "PyTorch eager", "x".join(map(str, arch.IMAGE.dims[1:])), batch,
+                batch_input = (torch.rand(batch, *tensor.dims) * 2 - 1).to(clock.device)
+                report.time(name, "PyTorch eager", "x".join(map(str, tensor.dims[1:])), batch,
                             clock.p50_ms(lambda: on_device(batch_input)))
 
 

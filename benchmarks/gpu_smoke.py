@@ -29,6 +29,7 @@ CONTAINER = "visual-inspection-gpu-smoke"
 PORTS = {"http": 8000, "grpc": 8001, "sagemaker": 8080}
 READY_TIMEOUT_S = 900  # TensorRT engines and big-lama's TorchScript load take minutes on a first start
 SAMPLE_PHOTO = ROOT / "samples" / "chelsea.jpg"
+SAMPLE_PRODUCT = ROOT / "model_repository" / "pcb_inspection" / "product.json"
 INPAINT_PHOTO = ROOT / "samples" / "coffee.jpg"
 
 
@@ -82,7 +83,8 @@ def steps(work: Path, repository: Path, version: str, build: bool) -> list[Step]
     planned = []
     if build:
         planned.append(Step("build the gpu repository", [*python, "builders", "--target", "gpu", "--out",
-                                                          str(repository)], required=True))
+                                                          str(repository), "--product", str(SAMPLE_PRODUCT)],
+                            required=True))
     planned += [
         Step(f"start tritonserver {version}", server_command(repository, version), required=True),
         Step("all models ready", ["curl", "-sf", "--retry", str(READY_TIMEOUT_S // 5), "--retry-delay", "5",
@@ -98,8 +100,9 @@ def steps(work: Path, repository: Path, version: str, build: bool) -> list[Step]
         Step("LaMa pipeline (ensemble_lama)", [*python, "clients.inpaint", str(INPAINT_PHOTO), str(work / "mask.png"),
                                                "-o", str(work / "inpainted.png"), "--protocol", "grpc",
                                                "--url", client_url("grpc")]),
-        Step("defect pipeline (defect_inspection)", [*python, "clients.inspect", str(work / "board.png"),
-                                                     "--protocol", "http-binary", "--url", client_url("http-binary")]),
+        Step("defect pipeline (pcb_inspection)", [*python, "clients.inspect", str(work / "board.png"),
+                                                  "--product", "pcb", "--protocol", "http-binary",
+                                                  "--url", client_url("http-binary")]),
     ]
     return planned
 

@@ -30,7 +30,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.timing import ROOT, machine_facts, summarize
+from benchmarks.timing import ROOT, SAMPLE_PRODUCT, machine_facts, summarize
 from builders import defect_inspection, ensemble_dali_inception, ensemble_lama
 from builders.declaration import BuildOptions
 from builders.repository import build_repository
@@ -42,9 +42,11 @@ from defect_data.pcb import render as render_board
 from local_server import TritonServer
 from local_server.endpoint_route import EndpointRoute
 from local_server.multi_model import MultiModelEndpoint
+from products import load
 from sagemaker_deploy.multi_model import package_pipelines, target_name
 
-PIPELINES = (ensemble_dali_inception.NAME, defect_inspection.NAME, ensemble_lama.NAME)
+PRODUCT = load(SAMPLE_PRODUCT)
+PIPELINES = (ensemble_dali_inception.NAME, defect_inspection.name(PRODUCT), ensemble_lama.NAME)
 
 
 def requests_by_pipeline() -> dict[str, callable]:
@@ -58,7 +60,7 @@ def requests_by_pipeline() -> dict[str, callable]:
     mask[30:60, 40:90] = 255
     encoded_image, encoded_mask = png_bytes(np.ascontiguousarray(image)), png_bytes(mask)
     return {ensemble_dali_inception.NAME: lambda route: classify_scores(route, [photo]),
-            defect_inspection.NAME: lambda route: inspect_client.inspect(route, board),
+            defect_inspection.name(PRODUCT): lambda route: inspect_client.inspect(route, PRODUCT.name, board),
             ensemble_lama.NAME: lambda route: inpaint(route, encoded_image, encoded_mask)}
 
 
@@ -126,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm", type=int, default=5, help="warm requests per pipeline")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
-    if not (args.repository / defect_inspection.NAME).is_dir():
-        build_repository(args.repository, BuildOptions(target="cpu"))
+    if not (args.repository / defect_inspection.name(PRODUCT)).is_dir():
+        build_repository(args.repository, BuildOptions(target="cpu", products=(PRODUCT,)))
     for name, value in {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}.items():
         os.environ.setdefault(name, value)  # boto3 signs every request; the local route ignores the signature
     results = machine_facts()

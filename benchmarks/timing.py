@@ -11,6 +11,8 @@ import numpy as np
 from rich.progress import track
 
 ROOT = Path(__file__).resolve().parent.parent
+# The sample board's definition, as the committed repository carries it.
+SAMPLE_PRODUCT = ROOT / "model_repository" / "pcb_inspection" / "product.json"
 
 
 def machine_facts() -> dict:

@@ -22,22 +22,24 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.timing import ROOT, machine_facts
-from builders import defect_child, defect_dali, defect_parent
+from benchmarks.timing import ROOT, SAMPLE_PRODUCT, machine_facts
+from builders import defect_inspection
 from builders.declaration import BuildOptions
 from builders.repository import build_repository
 from defect_classifier import pipeline, tuning
+from products import Product, find
 from defect_classifier.training import TrainSettings
 
 
-def scores(dataset: Path, test_dataset: Path, repository: Path, settings: TrainSettings) -> dict:
+def scores(product: Product, dataset: Path, test_dataset: Path, repository: Path, settings: TrainSettings) -> dict:
     """Validation and test F1 of both models trained with ``settings``, and the mean that tuning maximises."""
     started = time.perf_counter()
-    result = pipeline.run(dataset, test_dataset, [repository], settings, say=lambda line: None)
+    result = pipeline.run(product, dataset, test_dataset, [repository], settings, say=lambda line: None)
+    models = list(result.reports)
     f1 = {f"{model}/{split}": result.reports[model]["splits"][split]["f1"]
-          for model in (defect_parent.NAME, defect_child.NAME) for split in ("validation", "test")}
+          for model in models for split in ("validation", "test")}
     for split in ("validation", "test"):
-        f1[f"mean/{split}"] = (f1[f"{defect_parent.NAME}/{split}"] + f1[f"{defect_child.NAME}/{split}"]) / 2
+        f1[f"mean/{split}"] = sum(f1[f"{model}/{split}"] for model in models) / len(models)
     return {"settings": asdict(settings), "f1": f1, "seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=ROOT / "build" / "dataset")
     parser.add_argument("--test-dataset", type=Path, default=ROOT / "build" / "dataset-unseen")
+    parser.add_argument("--product", default=str(SAMPLE_PRODUCT), help="the datasets' product (name or product.json)")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--max-epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
@@ -67,18 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     results = machine_facts()
     with tempfile.TemporaryDirectory(prefix="tuning-benchmark-") as scratch:
         repository = Path(scratch) / "cpu"
-        build_repository(repository, BuildOptions(target="cpu", models=(defect_dali.NAME, defect_parent.NAME,
-                                                                         defect_child.NAME)))
+        product = find(args.product)
+        build_repository(repository, BuildOptions(target="cpu", products=(product,),
+                                                  models=tuple(defect_inspection.models(product))))
         best_json = args.out / f"tuning-best-{stamp}.json"
         space = tuning.SearchSpace(epochs=(max(1, args.max_epochs // 4), args.max_epochs))
-        tuned = tuning.tune(args.dataset, repository, best_json, args.trials, args.seed, space)
+        tuned = tuning.tune(product, args.dataset, repository, best_json, args.trials, args.seed, space)
         states = [trial["state"] for trial in tuned["trials"]]
         results["tuning"] = {"trials": len(states), "complete": states.count("complete"),
                              "pruned": states.count("pruned"), "best_trial": tuned["best_trial"],
                              "best_validation_f1": tuned["validation_f1"], "search_space": tuned["search_space"],
                              "seconds": tuned["seconds"], "best_json": str(best_json)}
-        results["defaults"] = scores(args.dataset, args.test_dataset, repository, TrainSettings(seed=args.seed))
-        results["tuned"] = scores(args.dataset, args.test_dataset, repository, tuning.load_params(best_json))
+        data = (product, args.dataset, args.test_dataset, repository)
+        results["defaults"] = scores(*data, TrainSettings(seed=args.seed))
+        results["tuned"] = scores(*data, tuning.load_params(best_json))
     results["dataset"], results["test_dataset"] = str(args.dataset), str(args.test_dataset)
     results["seconds"] = round(time.perf_counter() - started, 1)
     report(results)

@@ -10,6 +10,7 @@ from pathlib import Path
 from builders import inception, lama
 from builders.declaration import DEFAULT_LAMA_FORMAT, TARGETS, BuildOptions
 from builders.repository import build_repository
+from products import DEFAULT_STORE, find
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -29,6 +30,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lama-weights", type=Path,
                         help="big-lama best.ckpt, or a TorchScript / state-dict file of the generator")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights used without a file")
+    parser.add_argument("--product", action="append", default=[], metavar="NAME|PATH",
+                        help="build this product's inspection pipeline: its name in --products-store, or its "
+                             "product.json (repeat for several; products the repository already serves are rebuilt too)")
+    parser.add_argument("--products-store", type=Path, default=DEFAULT_STORE)
     parser.add_argument("--models", nargs="+", default=(), metavar="NAME",
                         help="build only these models (default: all)")
     parser.add_argument("--configs-only", action="store_true",
@@ -47,14 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     quiet_third_party_logs()
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        products = tuple(find(reference, args.products_store) for reference in args.product)
+    except ValueError as error:  # ProductError
+        logging.error("build failed: %s", error)
+        return 2
     options = BuildOptions(target=args.target, inception_format=args.inception_format,
                            inception_weights=args.inception_weights, inception_tensorrt=args.inception_tensorrt,
                            lama_format=args.lama_format or "",
                            lama_weights=args.lama_weights, seed=args.seed,
-                           configs_only=args.configs_only, models=tuple(args.models))
+                           configs_only=args.configs_only, models=tuple(args.models),
+                           products=products)
     try:
         built = build_repository(args.out, options)
-    except ValueError as error:  # WeightsError, unknown model names: the message says which
+    except ValueError as error:  # WeightsError, ProductError, unknown model names: the message says which
         logging.error("build failed: %s", error)
         return 2
     for model_dir in built:

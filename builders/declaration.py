@@ -90,6 +90,9 @@ class BuildOptions:
     seed: int = 0
     configs_only: bool = False
     models: tuple[str, ...] = ()  # build only these (and nothing else); empty: all
+    # Products whose inspection pipelines to build (products.Product), besides those the
+    # repository being rebuilt already serves.
+    products: tuple = ()
 
     def __post_init__(self):
         self.lama_format = self.lama_format or DEFAULT_LAMA_FORMAT.get(self.target, "onnx")

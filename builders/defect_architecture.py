@@ -1,15 +1,20 @@
-"""The two small CNNs of defect inspection, and what ``defect_parent`` and ``defect_child`` share.
+"""The small CNNs of defect inspection, and what a product's ``parent`` and ``child`` share.
 
-Why this network: the product is one board photographed in one pose, so the question
-"is a part missing, and which" is a question about fixed places in the picture. Five
-stride-2 convolutions (16 to 96 channels) turn the 240x320 image into an 8x10 map, and
-the head reads that map flattened, so it knows *where* a feature is: resistor1 and
-resistor2 look the same and differ only by position. About 0.15 GFLOP per image: the
-pair trains on a 2-core CPU in minutes.
+Why this network: a product is photographed in one pose, so "is something wrong, and
+what" is a question about places in the picture. Five stride-2 convolutions (16 to 96
+channels) turn the product's input size (its ``product.json``; 240x320 for the sample
+board) into a map 32 times smaller, and the head reads that map flattened, so it knows
+*where* a feature is: two identical parts differ only by position. About 0.15 GFLOP per
+320x240 image: a pair trains on a 2-core CPU in minutes.
 
-The parent also answers "is this a board at all": ``novelty`` is the distance of the
+The parent also answers "is this the product at all": ``novelty`` is the distance of the
 image's pooled features to the nearest class centre seen in training, in units of the
-largest distance seen on training and validation boards (so a board scores <= 1).
+largest distance seen on training and validation images (so the product scores <= 1).
+
+Thresholds travel with the model, as anomalib's post-processor does: the decision
+threshold chosen on validation is folded into the exported scores (a shift in logit
+space), so a served score >= 0.5 means "over the version's own threshold", and the
+threshold itself is recorded in the version's evaluation report.
 """
 from __future__ import annotations
 
@@ -17,20 +22,23 @@ import logging
 from pathlib import Path
 
 from builders.declaration import BuildOptions, ModelDeclaration, Serving, Tensor
-from defect_data.pcb import COMPONENTS
+from products import Product
 
 LOG = logging.getLogger(__name__)
-HEIGHT, WIDTH = 240, 320  # the sample board's size; every image is resized to it
 CHANNELS = (16, 32, 48, 64, 96)
-CLASSES = tuple(component.name for component in COMPONENTS)  # the child's labels, in colour-map order
-IMAGE = Tensor("IMAGE", "TYPE_FP32", (3, HEIGHT, WIDTH))  # RGB scaled to [-1, 1]
 MAX_BATCH_SIZE = 16
 ONNX_OPSET = 17
-NOVELTY_MARGIN = 1.5  # boards seen in training reach at most 1 / NOVELTY_MARGIN
+NOVELTY_MARGIN = 1.5  # images seen in training reach at most 1 / NOVELTY_MARGIN
+IMAGE_NAME = "IMAGE"
 
 
-def network(outputs: int):
-    """A fresh CNN: [N, 3, 240, 320] -> (logits [N, outputs], pooled features [N, 96])."""
+def image_tensor(product: Product) -> Tensor:
+    """RGB scaled to [-1, 1], channels first, at the product's input size."""
+    return Tensor(IMAGE_NAME, "TYPE_FP32", (3, product.height, product.width))
+
+
+def network(outputs: int, height: int, width: int):
+    """A fresh CNN: [N, 3, height, width] -> (logits [N, outputs], pooled features [N, 96])."""
     import torch
     from torch import nn
 
@@ -44,7 +52,7 @@ def network(outputs: int):
                 channels_in = channels_out
             self.features = nn.Sequential(*layers)
             self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.3),
-                                      nn.Linear(CHANNELS[-1] * _reduced(HEIGHT) * _reduced(WIDTH), outputs))
+                                      nn.Linear(CHANNELS[-1] * _reduced(height) * _reduced(width), outputs))
 
         def forward(self, image: torch.Tensor):
             features = self.features(image)
@@ -59,8 +67,16 @@ def _reduced(size: int) -> int:
     return size
 
 
-def parent_module(cnn, feature_mean, feature_std, centres, scale):
-    """The served parent: (anomaly probability [N, 1], novelty [N, 1]); statistics from calibration."""
+def logit(probability):
+    """The logit of a threshold in (0, 1), kept finite."""
+    import numpy as np
+
+    p = np.clip(np.asarray(probability, np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p)).astype(np.float32)
+
+
+def parent_module(cnn, feature_mean, feature_std, centres, scale, threshold=0.5):
+    """The served parent: (anomaly score [N, 1], novelty [N, 1]); 0.5 is the version's threshold."""
     import torch
     from torch import nn
 
@@ -69,20 +85,20 @@ def parent_module(cnn, feature_mean, feature_std, centres, scale):
             super().__init__()
             self.cnn = cnn
             for name, value in {"feature_mean": feature_mean, "feature_std": feature_std, "centres": centres,
-                                "scale": scale}.items():
+                                "scale": scale, "threshold_logit": logit(threshold)}.items():
                 self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32))
 
         def forward(self, image: torch.Tensor):
             logits, features = self.cnn(image)
             standard = (features - self.feature_mean) / self.feature_std
             distances = torch.cdist(standard, self.centres).min(dim=1, keepdim=True).values
-            return torch.sigmoid(logits), distances / self.scale
+            return torch.sigmoid(logits - self.threshold_logit), distances / self.scale
 
     return Parent().eval()
 
 
-def child_module(cnn):
-    """The served child: per-class probability that the component is missing [N, classes]."""
+def child_module(cnn, thresholds=0.5):
+    """The served child: per class, a score >= 0.5 when that class is found [N, classes]."""
     import torch
     from torch import nn
 
@@ -90,28 +106,29 @@ def child_module(cnn):
         def __init__(self):
             super().__init__()
             self.cnn = cnn
+            self.register_buffer("threshold_logit", torch.as_tensor(logit(thresholds), dtype=torch.float32))
 
         def forward(self, image: torch.Tensor):
-            return torch.sigmoid(self.cnn(image)[0])
+            return torch.sigmoid(self.cnn(image)[0] - self.threshold_logit)
 
     return Child().eval()
 
 
-def export_onnx(module, path: Path, output_names: list[str]) -> Path:
+def export_onnx(module, path: Path, image: Tensor, output_names: list[str]) -> Path:
     """Trace to ONNX with a dynamic batch axis; written whole or not at all."""
     import torch
 
     partial = path.with_name(path.name + ".partial")
-    example = torch.zeros(2, *IMAGE.dims)
+    example = torch.zeros(2, *image.dims)
     with torch.no_grad():
-        torch.onnx.export(module, (example,), str(partial), input_names=[IMAGE.name], output_names=output_names,
-                          dynamic_axes={name: {0: "batch"} for name in [IMAGE.name, *output_names]},
+        torch.onnx.export(module, (example,), str(partial), input_names=[image.name], output_names=output_names,
+                          dynamic_axes={name: {0: "batch"} for name in [image.name, *output_names]},
                           opset_version=ONNX_OPSET, dynamo=False)
     partial.replace(path)
     return path
 
 
-def untrained(name: str, module_for, output_names: list[str]):
+def untrained(name: str, module_for, image: Tensor, output_names: list[str]):
     """The export of version 1 before any training run: seeded random weights, said loudly."""
     def export(version_dir: Path, options: BuildOptions) -> dict[str, bytes]:
         import torch
@@ -120,13 +137,13 @@ def untrained(name: str, module_for, output_names: list[str]):
         LOG.warning("\n%s\n!! %s version 1: UNTRAINED (random weights, seed %d); its verdicts are meaningless.\n"
                     "!! Train and promote a version: python -m defect_classifier train / approve\n%s",
                     "!" * 72, name, options.seed, "!" * 72)
-        export_onnx(module_for(), version_dir / "model.onnx", output_names)
+        export_onnx(module_for(), version_dir / "model.onnx", image, output_names)
         return {}
 
     return export
 
 
-def declare_classifier(name: str, outputs: list[Tensor], export, description: str,
+def declare_classifier(name: str, image: Tensor, outputs: list[Tensor], export, description: str,
                        model_files: dict[str, bytes] | None = None) -> ModelDeclaration:
     """A defect classifier: ONNX on onnxruntime (gpu) or in the python-backend ONNX runner (cpu).
 
@@ -134,7 +151,7 @@ def declare_classifier(name: str, outputs: list[Tensor], export, description: st
     training runs add numbered versions beside it (see ``defect_classifier.registry``).
     """
     return ModelDeclaration(
-        name=name, inputs=[IMAGE], outputs=outputs, max_batch_size=MAX_BATCH_SIZE,
+        name=name, inputs=[image], outputs=outputs, max_batch_size=MAX_BATCH_SIZE,
         serving={"gpu": Serving(platform="onnxruntime_onnx", instance_kind="KIND_GPU"),
                  "cpu": Serving(backend="python", instance_kind="KIND_CPU", runner="onnx_runner")},
         artifact="model.onnx", dynamic_batching_delay_us=500, export=export, served_version=1,

@@ -1,27 +1,45 @@
-"""``defect_child``: which components are missing from an anomalous board (multi-label).
+"""``<product>_child``: which of the product's classes an anomalous image shows (multi-label).
 
-Input ``IMAGE`` FP32 [3, 240, 320] in [-1, 1]; output ``MISSING_SCORES`` FP32
-[classes]: per component class (``components.txt``, the colour map's order), the
-probability that it is missing. ``defect_router`` calls it only for anomalies.
-Trained by ``python -m defect_classifier train``; version 1 is untrained.
+Input ``IMAGE`` FP32 [3, H, W] in [-1, 1]; output ``MISSING_SCORES`` FP32 [classes]: per
+class of the product (``classes.txt``, the colour map's order, background excluded), a
+score >= 0.5 when the class is found: a missing component, or a defect such as a crack.
+(The name stays from the first product, a board with missing parts, for existing
+clients.) ``<product>_router`` calls it only for anomalies. A product without classes
+(a Lookout dataset without masks) has no child. Trained by ``python -m defect_classifier
+train``; version 1 is untrained.
 """
 from __future__ import annotations
 
 from builders import defect_architecture as arch
 from builders.declaration import BuildOptions, ModelDeclaration, Tensor
+from products import Product
 
-NAME = "defect_child"
-MISSING_SCORES = Tensor("MISSING_SCORES", "TYPE_FP32", (len(arch.CLASSES),), label_filename="components.txt")
-OUTPUTS = [MISSING_SCORES]
-LABEL_FILES = {MISSING_SCORES.label_filename: ("\n".join(arch.CLASSES) + "\n").encode()}  # label_filename is per model: router and pipeline carry it too
-
-
-def module(cnn=None):
-    """The child as served; without arguments an untrained one."""
-    return arch.child_module(cnn or arch.network(len(arch.CLASSES)))
+ROLE = "child"
+LABEL_FILE = "classes.txt"
+SCORES_NAME = "MISSING_SCORES"
 
 
-def declare(options: BuildOptions) -> ModelDeclaration:
-    return arch.declare_classifier(NAME, OUTPUTS, arch.untrained(NAME, module, [t.name for t in OUTPUTS]),
-                                   "child of defect_inspection: missing components, called for anomalies",
-                                   LABEL_FILES)
+def name(product: Product) -> str:
+    return product.model(ROLE)
+
+
+def scores(product: Product) -> Tensor:
+    return Tensor(SCORES_NAME, "TYPE_FP32", (len(product.classes),), label_filename=LABEL_FILE)
+
+
+def label_files(product: Product) -> dict[str, bytes]:
+    """``label_filename`` is per model: the child, the router and the pipeline each carry it."""
+    return {LABEL_FILE: ("\n".join(product.class_names) + "\n").encode()} if product.classes else {}
+
+
+def module(product: Product, cnn=None, thresholds=0.5):
+    """The child as served; without a CNN an untrained one."""
+    return arch.child_module(cnn or arch.network(len(product.classes), product.height, product.width), thresholds)
+
+
+def declare(options: BuildOptions, product: Product) -> ModelDeclaration:
+    image = arch.image_tensor(product)
+    export = arch.untrained(name(product), lambda: module(product), image, [SCORES_NAME])
+    return arch.declare_classifier(name(product), image, [scores(product)], export,
+                                   f"child of {product.model('inspection')}: the classes an anomaly shows",
+                                   label_files(product))

@@ -1,10 +1,11 @@
-"""The pipeline ``defect_inspection``: encoded image bytes -> ``defect_guard`` -> ``defect_dali`` -> ``defect_router``.
+"""A product's pipeline ``<product>_inspection``: image bytes -> guard -> ``<product>_dali`` -> ``<product>_router``.
 
 Like ``ensemble_dali_inception``, an ensemble whose guard measures the image by its
-header (``builders/image_guard.py``) before DALI decodes it; its last step
-routes through ``defect_parent`` and, for anomalies only, ``defect_child``. Outputs:
-``ANOMALY_SCORE``, ``LABEL``, ``MISSING_SCORES`` (labelled with the component classes),
-``LOW_CONFIDENCE``.
+header (``builders/image_guard.py``) before DALI decodes it; its last step routes through
+the product's parent and, for anomalies only, its child. Outputs: ``ANOMALY_SCORE``,
+``LABEL``, ``MISSING_SCORES`` (labelled with the product's classes), ``LOW_CONFIDENCE``.
+The pipeline's folder carries the product's ``product.json``: a rebuild finds the
+products a repository serves there, and a SageMaker archive carries what it inspects.
 """
 from __future__ import annotations
 
@@ -12,26 +13,48 @@ from builders import defect_architecture as arch
 from builders import defect_child, defect_dali, defect_router
 from builders.declaration import BuildOptions, EnsembleStep, ModelDeclaration, Serving, Tensor
 from builders.image_guard import ImageGuard
+from products import Product
+from products.definition import FILE as PRODUCT_FILE
+from products.store import PIPELINE_ROLE
 
-NAME = "defect_inspection"
+ROLE = PIPELINE_ROLE
 INPUT = Tensor("INPUT", "TYPE_UINT8", (-1,))
-OUTPUTS = defect_router.OUTPUTS
-# Boards are inspected at 320x240, so a bigger photo adds nothing but decoding cost. As for
-# classification, 4096x4096 (16.8 MP) takes a 12 MP camera's photo; decoded, 48 MiB of RGB
-# each, a full batch of 16 about 0.75 GiB.
-GUARD = ImageGuard("defect_guard", (INPUT,), max_pixels=4096 * 4096, max_batch_size=arch.MAX_BATCH_SIZE)
+# Products are inspected at a few hundred pixels, so a bigger photo adds nothing but decoding
+# cost. As for classification, 4096x4096 (16.8 MP) takes a 12 MP camera's photo (and Lookout's
+# 4096-pixel limit); decoded, 48 MiB of RGB each, a full batch of 16 about 0.75 GiB.
+MAX_PIXELS = 4096 * 4096
 
 
-def declare(options: BuildOptions) -> ModelDeclaration:
+def name(product: Product) -> str:
+    return product.model(ROLE)
+
+
+def guard(product: Product) -> ImageGuard:
+    return ImageGuard(product.model("guard"), (INPUT,), max_pixels=MAX_PIXELS, max_batch_size=arch.MAX_BATCH_SIZE)
+
+
+def outputs(product: Product) -> list[Tensor]:
+    return defect_router.outputs(product)
+
+
+def models(product: Product) -> list[str]:
+    """Every model of the product's pipeline, the pipeline last."""
+    return [guard(product).name, defect_dali.name(product), *defect_router.called_models(product),
+            defect_router.name(product), name(product)]
+
+
+def declare(options: BuildOptions, product: Product) -> ModelDeclaration:
     ensemble = Serving(platform="ensemble")
+    checker = guard(product)
     steps = [
-        GUARD.step(),
-        EnsembleStep(defect_dali.NAME, {defect_dali.INPUT.name: GUARD.checked(INPUT)},
-                     {defect_dali.OUTPUT.name: "preprocessed_image", defect_dali.SHAPE.name: "original_shape"}),
-        EnsembleStep(defect_router.NAME, {arch.IMAGE.name: "preprocessed_image",
-                                          defect_router.SHAPE.name: "original_shape"},
-                     {tensor.name: tensor.name for tensor in OUTPUTS}),
+        checker.step(),
+        EnsembleStep(defect_dali.name(product), {defect_dali.INPUT.name: checker.checked(INPUT)},
+                     {defect_dali.output(product).name: "preprocessed_image", defect_dali.SHAPE.name: "original_shape"}),
+        EnsembleStep(defect_router.name(product), {arch.IMAGE_NAME: "preprocessed_image",
+                                                   defect_router.SHAPE.name: "original_shape"},
+                     {tensor.name: tensor.name for tensor in outputs(product)}),
     ]
-    return ModelDeclaration(name=NAME, inputs=[INPUT], outputs=OUTPUTS, max_batch_size=arch.MAX_BATCH_SIZE,
-                            serving={"gpu": ensemble, "cpu": ensemble}, steps=steps,
-                            model_files=defect_child.LABEL_FILES)
+    return ModelDeclaration(name=name(product), inputs=[INPUT], outputs=outputs(product),
+                            max_batch_size=arch.MAX_BATCH_SIZE, serving={"gpu": ensemble, "cpu": ensemble},
+                            steps=steps, model_files={**defect_child.label_files(product),
+                                                      PRODUCT_FILE: product.to_json().encode()})

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from builders import (dali, defect_architecture, defect_child, defect_dali, defect_inspection, defect_parent,
                       defect_router, ensemble_dali_inception, ensemble_lama, inception, lama)
+from products import Product
 from builders.declaration import BuildOptions
 from builders.repository import served_version
 from builders.runners import defect_routing, lama_processing
@@ -77,32 +78,34 @@ class InProcessLama:
 
 
 class InProcessInspection:
-    """``defect_inspection`` without Triton: ``defect_dali``, the served ONNX versions, the same routing."""
+    """A product's ``<product>_inspection`` without Triton: its DALI model, the served ONNX versions, the same routing."""
 
-    def __init__(self, repository: Path, num_threads: int = dali.NUM_THREADS):
-        self.thresholds = defect_routing.Thresholds(defect_router.PARAMETERS)
+    def __init__(self, repository: Path, product: Product, num_threads: int = dali.NUM_THREADS):
+        self.product = product
+        self.thresholds = defect_routing.Thresholds(defect_router.THRESHOLDS)
         self.preprocess = DaliPreprocessor(repository, defect_architecture.MAX_BATCH_SIZE, num_threads,
-                                           model=defect_dali.NAME)
+                                           model=defect_dali.name(product))
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         self.sessions = {}
-        for name in (defect_parent.NAME, defect_child.NAME):
+        for name in defect_router.called_models(product):
             model_dir = Path(repository) / name
             onnx = model_dir / str(served_version(model_dir)) / "model.onnx"
             self.sessions[name] = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
 
     def parent(self, images: np.ndarray) -> list[np.ndarray]:
-        return self.sessions[defect_parent.NAME].run([t.name for t in defect_parent.OUTPUTS],
-                                                     {defect_architecture.IMAGE.name: images})
+        return self.sessions[defect_parent.name(self.product)].run([t.name for t in defect_parent.OUTPUTS],
+                                                                   {defect_architecture.IMAGE_NAME: images})
 
     def child(self, images: np.ndarray) -> np.ndarray:
-        return self.sessions[defect_child.NAME].run([defect_child.MISSING_SCORES.name],
-                                                    {defect_architecture.IMAGE.name: images})[0]
+        return self.sessions[defect_child.name(self.product)].run([defect_child.SCORES_NAME],
+                                                                  {defect_architecture.IMAGE_NAME: images})[0]
 
     def inspect(self, images: list[bytes]) -> dict[str, np.ndarray]:
-        """The pipeline's four outputs by name, for encoded images."""
-        defect_inspection.GUARD.limits.check_batch(defect_inspection.INPUT.name, images)
+        """The pipeline's outputs by name, for encoded images."""
+        defect_inspection.guard(self.product).limits.check_batch(defect_inspection.INPUT.name, images)
         image, shape = self.preprocess.outputs(images)
-        outputs = defect_routing.inspect(image, shape, self.thresholds, len(defect_architecture.CLASSES),
+        outputs = defect_routing.inspect(image, shape, self.thresholds, len(self.product.classes),
                                          self.parent, self.child)
-        return {tensor.name: values for tensor, values in zip(defect_inspection.OUTPUTS, outputs)}
+        return {tensor.name: values for tensor, values in
+                zip(defect_inspection.outputs(self.product), defect_routing.present(outputs))}

@@ -11,20 +11,42 @@ from builders import (dali, defect_child, defect_dali, defect_inspection, defect
                       ensemble_dali_inception, ensemble_lama, inception, lama, lama_decode, lama_finish, lama_prepare)
 from builders.config import parse, render, write_config
 from builders.declaration import TARGETS, BuildOptions, ModelDeclaration
+from products import Product, ProductError, in_repository
 
 LOG = logging.getLogger(__name__)
 # Builder modules, and the ensembles' guards: each has ``declare(options)``.
 MODEL_MODULES = (ensemble_dali_inception.GUARD, dali, inception, ensemble_dali_inception,
-                 ensemble_lama.GUARD, lama_decode, lama_prepare, lama, lama_finish, ensemble_lama,
-                 defect_inspection.GUARD, defect_dali, defect_parent, defect_child, defect_router, defect_inspection)
+                 ensemble_lama.GUARD, lama_decode, lama_prepare, lama, lama_finish, ensemble_lama)
 RUNNERS_DIR = Path(__file__).resolve().parent / "runners"
 VERSION = "1"
 
 
-def declarations(options: BuildOptions) -> list[ModelDeclaration]:
+def product_declarations(options: BuildOptions, product: Product) -> list[ModelDeclaration]:
+    """A product's inspection pipeline: guard, DALI, parent, child (if it has classes), router, ensemble."""
+    guard = defect_inspection.guard(product)
+    children = [defect_child.declare(options, product)] if product.classes else []
+    return [guard.declare(options), defect_dali.declare(options, product), defect_parent.declare(options, product),
+            *children, defect_router.declare(options, product), defect_inspection.declare(options, product)]
+
+
+def products_to_build(out_dir: Path, options: BuildOptions) -> list[Product]:
+    """The products asked for, and those the repository already serves (their trained versions stay)."""
+    wanted = {product.name: product for product in options.products}
+    for served in in_repository(out_dir):
+        asked = wanted.setdefault(served.name, served)
+        if not asked.same_classes(served):
+            raise ProductError(f"{out_dir} already serves a product {served.name} with other classes "
+                               f"({', '.join(served.color_map)}); its trained versions would not fit "
+                               f"{', '.join(asked.color_map)}. Give the new product another name")
+    return [wanted[name] for name in sorted(wanted)]
+
+
+def declarations(options: BuildOptions, out_dir: Path | None = None) -> list[ModelDeclaration]:
     if options.target not in TARGETS:
         raise ValueError(f"unknown target {options.target!r}; choose one of {', '.join(TARGETS)}")
     models = [module.declare(options) for module in MODEL_MODULES]
+    for product in products_to_build(out_dir, options) if out_dir else options.products:
+        models += product_declarations(options, product)
     unknown = set(options.models) - {model.name for model in models}
     if unknown:
         raise ValueError(f"no model named {', '.join(sorted(unknown))}; known: {', '.join(m.name for m in models)}")
@@ -91,7 +113,7 @@ def _keep_registered_versions(model: ModelDeclaration, old_dir: Path, new_dir: P
 def build_repository(out_dir: Path, options: BuildOptions) -> list[Path]:
     """Build every model into ``out_dir``; a model folder is replaced only once fully built."""
     out_dir = Path(out_dir)
-    models = declarations(options)
+    models = declarations(options, out_dir)
     staging = out_dir.parent / f".{out_dir.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     built = []

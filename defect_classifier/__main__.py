@@ -1,15 +1,20 @@
-"""``python -m defect_classifier``: train, evaluate and register the defect models; approve; status.
+"""``python -m defect_classifier``: train, evaluate and register a product's defect models; approve; status.
 
-    python -m defect_classifier train --dataset build/dataset --test-dataset build/dataset-unseen \\
+    python -m defect_classifier train --product pcb --dataset build/dataset --test-dataset build/dataset-unseen \\
         --repository build/cpu [--repository build/gpu] [--epochs 30] [--params best.json]
-    python -m defect_classifier tune --dataset build/dataset --repository build/cpu [--trials 20] [--out best.json]
-    python -m defect_classifier approve --repository build/cpu --version 2 [--url 127.0.0.1:8000]
-    python -m defect_classifier status --repository build/cpu
-    python -m defect_classifier register --repository build/gpu --version 2 --bucket B --region R
-    python -m defect_classifier approve --repository build/gpu --package ARN --description "F1 0.97 on unseen"
-    python -m defect_classifier reject --repository build/gpu --package ARN --description "misses capacitors"
-    python -m defect_classifier status --registry --region R
+    python -m defect_classifier train --product cookie --dataset my-lookout-dataset/ --repository build/cpu
+    python -m defect_classifier tune --product pcb --dataset build/dataset --repository build/cpu [--trials 20]
+    python -m defect_classifier approve --product pcb --repository build/cpu --version 2 [--url 127.0.0.1:8000]
+    python -m defect_classifier status --product pcb --repository build/cpu
+    python -m defect_classifier register --product pcb --repository build/gpu --version 2 --bucket B --region R
+    python -m defect_classifier approve --product pcb --repository build/gpu --package ARN --description "F1 0.97"
+    python -m defect_classifier reject --product pcb --repository build/gpu --package ARN --description "misses C2"
+    python -m defect_classifier status --product pcb --registry --region R
 
+``--product`` names a product the repository serves (it may be left out when it serves
+one). A dataset is a Lookout for Vision dataset (manifests or ``normal/`` and
+``anomaly/`` folders, local or ``s3://``), synthetic (``defect_data.pipeline``) or real
+photos; without ``--test-dataset`` its own test split, or a part held out, tests.
 ``train`` registers both models as the next version (not served yet); ``approve``
 serves a version only if its validation F1 beats the served one's, and with ``--url``
 asks a running server (explicit model control) to load it.
@@ -24,6 +29,21 @@ from pathlib import Path
 from builders.repository import served_version
 from defect_classifier import data, registry, sagemaker_registry, tuning
 from defect_classifier.training import TrainSettings
+from products import DEFAULT_STORE, ProductError, find, in_repository
+
+
+def _product(args):
+    """The product asked for: from the repository that serves it, else from the store."""
+    repository = getattr(args, "repository", None)
+    if isinstance(repository, list):
+        repository = repository[0]
+    if args.product is None:
+        served = in_repository(repository) if repository else []
+        if len(served) != 1:
+            names = ", ".join(p.name for p in served) or "none"
+            raise registry.RegistryError(f"name the product with --product (products in {repository}: {names})")
+        return served[0]
+    return registry.product_of(repository, args.product) if repository else find(args.product, args.products_store)
 
 
 def _train(args) -> int:
@@ -31,7 +51,7 @@ def _train(args) -> int:
 
     explicit = {name: getattr(args, name) for name in ("epochs", "seed") if getattr(args, name) is not None}
     settings = replace(tuning.load_params(args.params) if args.params else TrainSettings(), **explicit)
-    result = run(args.dataset, args.test_dataset, args.repository, settings, args.validation_fraction)
+    result = run(args.product, args.dataset, args.test_dataset, args.repository, settings, args.validation_fraction)
     for name, record in result.reports.items():
         splits = record["splits"]
         print(f"{name}: validation F1 {splits['validation']['f1']:.4f}, test F1 {splits['test']['f1']:.4f}")
@@ -39,18 +59,19 @@ def _train(args) -> int:
             print(f"    test {label:11s} precision {entry['precision']:.3f} recall {entry['recall']:.3f} "
                   f"F1 {entry['f1']:.3f} ({entry['support']})")
     for repository, version in result.versions.items():
-        print(f"registered version {version} of {', '.join(registry.MODELS)} in {repository} "
+        print(f"registered version {version} of {', '.join(registry.models(args.product))} in {repository} "
               f"(reports: {repository}/{{model}}/{version}/evaluation.md, confusion_matrix.png)")
-        print(f"  serve it: python -m defect_classifier approve --repository {repository} --version {version}")
+        print(f"  serve it: python -m defect_classifier approve --product {args.product.name} "
+              f"--repository {repository} --version {version}")
     return 0
 
 
 def _approve(args) -> int:
     refused, promoted = 0, []
-    for name in args.models:
-        before = served_version(registry.model_dir_of(args.repository, name))
+    for name in args.models or registry.models(args.product):
+        before = served_version(registry.model_dir_of(args.repository, args.product, name))
         try:
-            print(registry.approve(args.repository, name, args.version))
+            print(registry.approve(args.repository, args.product, name, args.version))
         except registry.PromotionRefused as error:
             print(f"refused: {error}", file=sys.stderr)
             refused += 1
@@ -75,7 +96,7 @@ def _approve(args) -> int:
 
 def _tune(args) -> int:
     space = tuning.SearchSpace(epochs=(max(1, args.max_epochs // 4), args.max_epochs))
-    result = tuning.tune(args.dataset, args.repository, args.out, args.trials, args.seed, space,
+    result = tuning.tune(args.product, args.dataset, args.repository, args.out, args.trials, args.seed, space,
                          args.validation_fraction)
     states = [trial["state"] for trial in result["trials"]]
     print(f"best validation F1 {result['validation_f1']:.4f} (trial {result['best_trial']}; "
@@ -89,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train, evaluate and register a new version of both models")
-    train.add_argument("--dataset", type=Path, required=True, help="a defect_data.pipeline output folder")
-    train.add_argument("--test-dataset", type=Path, required=True, help="the same, generated with another --seed")
+    train.add_argument("--dataset", type=Path, required=True,
+                       help="a Lookout-format dataset of the product (a defect_data.pipeline folder, or real photos)")
+    train.add_argument("--test-dataset", type=Path, help="images training never sees (default: the dataset's own "
+                                                         "test split, or a part held out)")
     train.add_argument("--repository", type=Path, action="append", required=True,
                        help="a built model repository to register in (repeat for cpu and gpu)")
     train.add_argument("--params", type=Path, help="training settings from a file (tune's best.json)")
@@ -98,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, help=f"default: from --params, else {TrainSettings.seed}")
     train.add_argument("--validation-fraction", type=float, default=0.2)
     tune = commands.add_parser("tune", help="search training settings on the train/validation split (Optuna)")
-    tune.add_argument("--dataset", type=Path, required=True, help="a defect_data.pipeline output folder")
+    tune.add_argument("--dataset", type=Path, required=True, help="a Lookout-format dataset of the product")
     tune.add_argument("--repository", type=Path, required=True, help="a built model repository (its defect_dali "
                                                                     "reads the images as served)")
     tune.add_argument("--trials", type=int, default=20, help="trial budget")
@@ -109,13 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     approve = commands.add_parser("approve", help="serve a registered version if it beats the served one")
     approve.add_argument("--repository", type=Path, required=True)
     approve.add_argument("--version", type=int, help="the local version (or --package: the registry's)")
-    approve.add_argument("--models", nargs="+", default=list(registry.MODELS), choices=list(registry.MODELS))
+    approve.add_argument("--models", nargs="+", help="default: the product's parent and child")
     approve.add_argument("--url", help="a running server (HTTP host:port) to load the promoted version; "
                                        "its model-repository key, if any, from $TRITON_MODEL_CONTROL_KEY")
     status = commands.add_parser("status", help="registered versions, their F1, and which is served")
     status.add_argument("--repository", type=Path, help="the local versions (or --registry)")
     sagemaker_registry.add_arguments(commands, approve, status)
+    for command in commands.choices.values():
+        command.add_argument("--product", help="the product (default: the one the repository serves)")
+        command.add_argument("--products-store", type=Path, default=DEFAULT_STORE,
+                             help="where --product is looked up when no --repository is given")
     args = parser.parse_args(argv)
+    try:
+        args.product = _product(args)
+    except (ProductError, registry.RegistryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if sagemaker_registry.wanted(args):
         return sagemaker_registry.run_command(args)
     if args.command in ("approve", "status") and None in (args.repository, getattr(args, "version", 0)):
@@ -128,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             return _approve(args)
         if args.command == "tune":
             return _tune(args)
-        print("\n".join(registry.status(args.repository)))
+        print("\n".join(registry.status(args.repository, args.product)))
         return 0
     except (data.DatasetError, registry.RegistryError, tuning.ParamsError, tuning.TuningError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,40 +1,42 @@
-"""The classifiers' data: manifests checked entry by entry, split, versioned, and read through DALI.
+"""The classifiers' data: datasets read as Lookout reads them, checked, split, versioned, read through DALI.
 
-Quality checks drop an entry and say why when its image or mask cannot be read, its
-labels disagree (``auto-label`` vs ``class-name``, a normal with an anomaly mask, an
-anomaly whose mask shows nothing or shows other classes than its colour map lists),
-it names a class the child does not know, or it repeats an image already taken.
-What is missing from an anomaly comes from the colours its mask shows: the pixels are
-the ground truth, the file name is not trusted.
+A dataset is a Lookout for Vision dataset (``defect_data.lookout``: one manifest or one per
+split, or ``normal/`` and ``anomaly/`` folders; local paths or ``s3://``), which is also
+how ``defect_data.pipeline`` writes its synthetic ones. Lookout's rules are checked first
+and a broken one stops the run with a one-line error naming the file and the rule. What
+an anomaly shows comes from the colours of its mask: the pixels are the ground truth,
+the file name is not trusted. The classes must be the product's own. The same image
+twice (or a test image also in training) is dropped, and the report says so.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from builders.defect_architecture import CLASSES
-from clients.colormap import parse_hex
-from defect_data.manifests import LABELS
+from defect_data import lookout
+from products import Product
 
-NORMAL, ANOMALY = LABELS["normal"], LABELS["anomaly"]
+# Lookout's minimums per role: a training pool, and a test set.
+MIN_POOL = {"normal": 10, "anomaly": 0}
+MIN_TEST = {"normal": 10, "anomaly": 10}
 
 
 class DatasetError(ValueError):
-    """The data cannot train the models; the message says what is missing."""
+    """The data cannot train the models; the message says what is missing or which rule is broken."""
 
 
 @dataclass(frozen=True)
 class Example:
-    path: str
+    path: str  # the image reference (local path or s3:// URL)
     anomaly: bool
-    missing: tuple[str, ...]  # component classes absent from the image, colour-map order
+    classes: tuple[str, ...]  # the product's classes the image shows (its mask), colour-map order
     sha256: str
+    mask: str | None = None
+    split: str | None = None  # the dataset's own split, when it has one
 
 
 @dataclass(frozen=True)
@@ -43,121 +45,85 @@ class Rejected:
     reason: str
 
 
-def read_manifest(path: Path) -> list[dict | str]:
-    """The JSON lines of a manifest; a line that is not JSON stays as its text (QA rejects it)."""
-    if not Path(path).is_file():
-        raise DatasetError(f"manifest {path} does not exist; build the dataset with python -m defect_data.pipeline")
-    lines = []
-    for text in Path(path).read_text().splitlines():
-        if text.strip():
-            try:
-                lines.append(json.loads(text))
-            except json.JSONDecodeError:
-                lines.append(text)
-    return lines
-
-
-def _readable_image(reference: str) -> tuple[np.ndarray, bytes]:
-    if reference.startswith("s3://"):
-        raise ValueError("an s3:// reference: download the dataset and point the manifest at the files")
-    data = Path(reference).read_bytes()
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB")), data
-
-
-def _missing_classes(line: dict) -> tuple[str, ...]:
-    """The classes the anomaly mask paints, checked against the colour map the line carries."""
-    mask, _ = _readable_image(line["anomaly-mask-ref"])
-    color_map = line["anomaly-mask-ref-metadata"]["internal-color-map"]
-    by_colour = {parse_hex(entry["hex-color"]): entry["class-name"] for entry in color_map.values()}
-    background = parse_hex(color_map["0"]["hex-color"])
-    shown = {tuple(int(v) for v in colour) for colour in np.unique(mask.reshape(-1, 3), axis=0)} - {background}
-    unknown = shown - set(by_colour)
-    if unknown:
-        raise ValueError(f"mislabeled: mask colours {sorted(unknown)} are not in its colour map")
-    missing = {by_colour[colour] for colour in shown}
-    listed = {entry["class-name"] for key, entry in color_map.items() if key != "0"}
-    if not missing:
-        raise ValueError("mislabeled: an anomaly whose mask shows no missing component")
-    if missing != listed:
-        raise ValueError(f"mislabeled: the colour map lists {sorted(listed)} but the mask shows {sorted(missing)}")
-    strangers = missing - set(CLASSES)
-    if strangers:
-        raise ValueError(f"unknown component classes {sorted(strangers)}; the child knows {', '.join(CLASSES)}")
-    return tuple(name for name in CLASSES if name in missing)
-
-
-def _example(line: dict | str) -> Example:
-    if not isinstance(line, dict) or "source-ref" not in line:
-        raise ValueError("not a manifest entry (no JSON object with source-ref)")
-    label, name = line.get("auto-label"), line.get("auto-label-metadata", {}).get("class-name")
-    if label not in (NORMAL, ANOMALY) or LABELS.get(name) != label:
-        raise ValueError(f"mislabeled: auto-label {label!r} with class-name {name!r}")
+def read(dataset: Path, product: Product, reader: lookout.Reader) -> list[Example]:
+    """Every image of a dataset as an example of the product; DatasetError for a broken rule."""
     try:
-        _, data = _readable_image(line["source-ref"])
-    except (OSError, ValueError) as error:
-        raise ValueError(f"unreadable image: {error}") from None
-    if label == NORMAL:
-        if "anomaly-mask-ref" in line:
-            raise ValueError("mislabeled: a normal image with an anomaly mask")
-        missing = ()
-    else:
-        try:
-            missing = _missing_classes(line)
-        except (OSError, KeyError) as error:
-            raise ValueError(f"unreadable anomaly mask: {error}") from None
-    return Example(line["source-ref"], label == ANOMALY, missing, hashlib.sha256(data).hexdigest())
+        found = lookout.read_dataset(dataset)
+        lookout.check_rules(found, reader, minimums=False)
+        return [_example(record, product, reader) for record in found.records]
+    except lookout.LookoutError as error:
+        raise DatasetError(str(error)) from None
 
 
-def quality_check(lines: list[dict | str], seen: set[str] | None = None) -> tuple[list[Example], list[Rejected]]:
-    """The usable examples, and every rejected entry with its reason. ``seen``: hashes already taken."""
+def _example(record: lookout.Record, product: Product, reader: lookout.Reader) -> Example:
+    data = reader.read_bytes(record.source)
+    classes: tuple[str, ...] = ()
+    if record.mask is not None:
+        strangers = {name: color for name, color in record.color_map.items()
+                     if product.color_map.get(name) != color}
+        if strangers:
+            listed = ", ".join(f"{name} {color}" for name, color in strangers.items())
+            raise lookout.LookoutError(f"{record.where}: classes {listed} are not the product {product.name}'s "
+                                       f"({', '.join(f'{n} {c}' for n, c in product.color_map.items())}); "
+                                       "a dataset must use its product's classes and colours")
+        shown = lookout.classes_present(reader.image(record.mask), record.color_map, record.where)
+        classes = tuple(name for name in product.class_names if name in shown)
+    return Example(record.source, record.anomalous, classes, hashlib.sha256(data).hexdigest(), record.mask,
+                   record.split)
+
+
+def drop_duplicates(examples: list[Example], seen: set[str] | None = None) -> tuple[list[Example], list[Rejected]]:
+    """The examples whose image was not taken before, and the dropped ones with the reason."""
     seen = set() if seen is None else seen
-    examples, rejected = [], []
-    for line in lines:
-        source = line.get("source-ref", "?") if isinstance(line, dict) else str(line)[:80]
-        try:
-            example = _example(line)
-        except ValueError as error:
-            rejected.append(Rejected(source, str(error)))
-            continue
+    kept, rejected = [], []
+    for example in examples:
         if example.sha256 in seen:
-            rejected.append(Rejected(source, "the same image is already in the data (duplicate, or test image "
-                                             "also in training)"))
+            rejected.append(Rejected(example.path, "the same image is already in the data (duplicate, or test "
+                                                   "image also in training)"))
             continue
         seen.add(example.sha256)
-        examples.append(example)
-    return examples, rejected
+        kept.append(example)
+    return kept, rejected
 
 
-def require_every_class(examples: list[Example], where: str) -> None:
-    """Both verdicts and every component class need examples; checked before any training."""
+def require_minimums(examples: list[Example], minimums: dict[str, int], where: str) -> None:
+    """Lookout's minimum image counts for a role (training pool or test set)."""
+    counts = {"normal": sum(not e.anomaly for e in examples), "anomaly": sum(e.anomaly for e in examples)}
+    short = [f"{counts[kind]} {kind} (at least {needed})" for kind, needed in minimums.items() if counts[kind] < needed]
+    if short:
+        raise DatasetError(f"{where} has {', '.join(short)} images; Lookout needs at least "
+                           f"{minimums['normal']} normal and {minimums['anomaly']} anomalous images there")
+
+
+def require_every_class(examples: list[Example], product: Product, where: str) -> None:
+    """Both verdicts and every class of the product need examples; checked before any training."""
     counts = {"normal": sum(not e.anomaly for e in examples), "anomaly": sum(e.anomaly for e in examples),
-              **{name: sum(name in e.missing for e in examples) for name in CLASSES}}
+              **{name: sum(name in e.classes for e in examples) for name in product.class_names}}
     empty = [name for name, count in counts.items() if count == 0]
     if empty:
         raise DatasetError(f"{where} has no examples of {', '.join(empty)} (counts: {json.dumps(counts)}); "
                            "every class needs examples before training can start")
 
 
-def split(examples: list[Example], validation_fraction: float, seed: int) -> dict[str, list[Example]]:
-    """Train and validation, stratified by what is missing (normals are one stratum)."""
+def split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """(rest, held out): ``fraction`` of each stratum (verdict and classes shown) held out."""
     rng = np.random.default_rng(seed)
     strata: dict[tuple, list[Example]] = {}
     for example in examples:
-        strata.setdefault((example.anomaly, example.missing), []).append(example)
-    parts = {"train": [], "validation": []}
+        strata.setdefault((example.anomaly, example.classes), []).append(example)
+    rest, held_out = [], []
     for key in sorted(strata, key=str):
         group = [strata[key][i] for i in rng.permutation(len(strata[key]))]
-        count = int(round(len(group) * validation_fraction))
-        parts["validation"] += group[:count]
-        parts["train"] += group[count:]
-    return parts
+        count = int(round(len(group) * fraction))
+        held_out += group[:count]
+        rest += group[count:]
+    return rest, held_out
 
 
 def dataset_manifest(parts: dict[str, list[Example]], rejected: list[Rejected], sources: dict[str, str]) -> dict:
     """Every example with its split and hash; the version hashes the contents, not where they lie."""
     entries = [{"split": name, **asdict(example)} for name, part in parts.items() for example in part]
-    contents = sorted((e["split"], e["sha256"], e["anomaly"], e["missing"]) for e in entries)
+    contents = sorted((e["split"], e["sha256"], e["anomaly"], e["classes"]) for e in entries)
     version = hashlib.sha256(json.dumps(contents).encode()).hexdigest()[:16]
     counts = {name: {"normal": sum(not e.anomaly for e in part), "anomaly": sum(e.anomaly for e in part)}
               for name, part in parts.items()}
@@ -165,12 +131,14 @@ def dataset_manifest(parts: dict[str, list[Example]], rejected: list[Rejected], 
             "rejected": [asdict(entry) for entry in rejected], "examples": entries}
 
 
-def dataset_seed(manifest: Path) -> int | None:
+def dataset_seed(dataset: Path) -> int | None:
     """The seed of a ``defect_data.pipeline`` dataset (from its dataset_version.json), if recorded."""
-    record = Path(manifest).parent / "dataset_version.json"
+    record = Path(dataset) / "dataset_version.json"
     return json.loads(record.read_text())["parameters"]["seed"] if record.is_file() else None
 
 
-def missing_matrix(examples: list[Example]) -> np.ndarray:
-    """[N, classes] 0/1: which components each example misses."""
-    return np.array([[name in e.missing for name in CLASSES] for e in examples], dtype=np.float32).reshape(-1, len(CLASSES))
+def class_matrix(examples: list[Example], product: Product) -> np.ndarray:
+    """[N, classes] 0/1: which of the product's classes each example shows."""
+    return np.array([[name in e.classes for name in product.class_names] for e in examples],
+                    dtype=np.float32).reshape(-1, len(product.classes))
+

@@ -1,7 +1,9 @@
-"""Precision, recall, F1 and confusion matrices of the exported models, and the report files.
+"""Metrics as Lookout reported them, from scikit-learn: precision, recall, F1, ROC AUC, average precision.
 
-Scores come from the ONNX files that will be served (ONNX Runtime), not from the
-PyTorch modules they were traced from.
+Scores come from the ONNX files that will be served (ONNX Runtime), not from the PyTorch
+modules they were traced from. A served score >= 0.5 is over the version's own threshold
+(chosen on validation, folded into the model: ``choose_threshold``), so every report
+decides at ``THRESHOLD``.
 """
 from __future__ import annotations
 
@@ -9,40 +11,69 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sklearn import metrics
 
-from builders.defect_architecture import CLASSES
+THRESHOLD = 0.5  # of the served (threshold-folded) scores
 
-THRESHOLD = 0.5
+
+def choose_threshold(truth: np.ndarray, probabilities: np.ndarray) -> float:
+    """The probability threshold with the best F1 of the positive class on validation.
+
+    Of the thresholds that reach it, the middle of the widest gap between scores is kept,
+    so that the choice does not sit on one validation image. 0.5 when validation has one
+    class only (nothing to choose from).
+    """
+    truth, scores = np.asarray(truth, bool).reshape(-1), np.asarray(probabilities, np.float64).reshape(-1)
+    if truth.all() or not truth.any():
+        return 0.5
+    levels = np.unique(scores)
+    candidates = np.concatenate([[levels[0] / 2], (levels[:-1] + levels[1:]) / 2, [(levels[-1] + 1) / 2]])
+    f1 = np.array([metrics.f1_score(truth, scores >= t, zero_division=0) for t in candidates])
+    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+    runs = np.split(best, np.flatnonzero(np.diff(best) > 1) + 1)  # consecutive candidates reach the same F1
+    widest = max(runs, key=lambda run: candidates[run[-1]] - candidates[run[0]])
+    return float(np.clip((candidates[widest[0]] + candidates[widest[-1]]) / 2, 1e-4, 1 - 1e-4))
+
+
+def _ranking(truth: np.ndarray, scores: np.ndarray) -> dict:
+    """ROC AUC and average precision; None where the truth has one class only."""
+    if truth.all() or not truth.any():
+        return {"roc_auc": None, "average_precision": None}
+    return {"roc_auc": float(metrics.roc_auc_score(truth, scores)),
+            "average_precision": float(metrics.average_precision_score(truth, scores))}
 
 
 def binary_scores(truth: np.ndarray, predicted: np.ndarray) -> dict:
     """Precision, recall, F1 of the positive class, its support, and [[TN, FP], [FN, TP]]."""
     truth, predicted = np.asarray(truth, bool), np.asarray(predicted, bool)
-    tp, fp = int(np.sum(truth & predicted)), int(np.sum(~truth & predicted))
-    fn, tn = int(np.sum(truth & ~predicted)), int(np.sum(~truth & ~predicted))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn,
-            "confusion": [[tn, fp], [fn, tp]]}
+    precision, recall, f1, _ = metrics.precision_recall_fscore_support(
+        truth, predicted, labels=[True], average=None, zero_division=0)
+    return {"precision": float(precision[0]), "recall": float(recall[0]), "f1": float(f1[0]),
+            "support": int(truth.sum()),
+            "confusion": metrics.confusion_matrix(truth, predicted, labels=[False, True]).tolist()}
 
 
 def parent_report(truth_anomaly: np.ndarray, scores: np.ndarray) -> dict:
-    """Both verdicts as the positive class in turn; ``f1`` is their mean (macro)."""
-    predicted = np.asarray(scores).reshape(-1) >= THRESHOLD
-    anomaly = binary_scores(truth_anomaly, predicted)
-    normal = binary_scores(~np.asarray(truth_anomaly, bool), ~predicted)
-    return {"f1": (anomaly["f1"] + normal["f1"]) / 2, "accuracy": float(np.mean(predicted == truth_anomaly)),
-            "per_label": {"normal": normal, "anomaly": anomaly}, "count": int(len(predicted)),
-            "confusion_labels": ["normal", "anomaly"], "confusion": anomaly["confusion"]}
+    """Both verdicts as the positive class in turn; ``f1`` is their mean (macro); AUC and AP of anomaly."""
+    truth = np.asarray(truth_anomaly, bool).reshape(-1)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    predicted = scores >= THRESHOLD
+    anomaly = binary_scores(truth, predicted)
+    normal = binary_scores(~truth, ~predicted)
+    return {"f1": (anomaly["f1"] + normal["f1"]) / 2,
+            "accuracy": float(metrics.accuracy_score(truth, predicted)) if len(truth) else 0.0,
+            **_ranking(truth, scores), "per_label": {"normal": normal, "anomaly": anomaly},
+            "count": int(len(truth)), "confusion_labels": ["normal", "anomaly"], "confusion": anomaly["confusion"]}
 
 
-def child_report(truth_missing: np.ndarray, scores: np.ndarray) -> dict:
-    """Per component class; ``f1`` is the macro mean, ``micro`` pools every decision."""
-    predicted = np.asarray(scores) >= THRESHOLD
-    truth = np.asarray(truth_missing, bool)
-    per_label = {name: binary_scores(truth[:, i], predicted[:, i]) for i, name in enumerate(CLASSES)}
-    return {"f1": float(np.mean([entry["f1"] for entry in per_label.values()])),
+def child_report(truth_classes: np.ndarray, scores: np.ndarray, class_names: tuple[str, ...]) -> dict:
+    """Per class; ``f1`` is the macro mean, ``micro`` pools every decision."""
+    truth = np.asarray(truth_classes, bool).reshape(-1, len(class_names))
+    scores = np.asarray(scores, np.float64).reshape(-1, len(class_names))
+    predicted = scores >= THRESHOLD
+    per_label = {name: {**binary_scores(truth[:, i], predicted[:, i]), **_ranking(truth[:, i], scores[:, i])}
+                 for i, name in enumerate(class_names)}
+    return {"f1": float(np.mean([entry["f1"] for entry in per_label.values()])) if per_label else 0.0,
             "micro": binary_scores(truth.reshape(-1), predicted.reshape(-1)),
             "exact_match": float(np.mean(np.all(truth == predicted, axis=1))) if len(truth) else 0.0,
             "per_label": per_label, "count": int(len(truth))}
@@ -74,10 +105,15 @@ def confusion_png(path: Path, title: str, matrices: dict[str, list[list[int]]], 
     return path
 
 
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _table(report: dict) -> list[str]:
-    rows = ["| label | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
+    rows = ["| label | precision | recall | F1 | ROC AUC | AP | support |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, entry in report["per_label"].items():
         rows.append(f"| {name} | {entry['precision']:.3f} | {entry['recall']:.3f} | {entry['f1']:.3f} "
+                    f"| {_figure(entry.get('roc_auc'))} | {_figure(entry.get('average_precision'))} "
                     f"| {entry['support']} |")
     return rows
 
@@ -86,9 +122,9 @@ def write_report(version_dir: Path, model: str, reports: dict[str, dict], detail
     """``evaluation.json``, ``evaluation.md`` and ``confusion_matrix.png`` (test split) in the version folder."""
     record = {"model": model, **details, "splits": reports}
     (version_dir / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = [f"# {model}: evaluation", "", f"Dataset version {details['dataset_version']}; "
-             f"validation F1 {reports['validation']['f1']:.4f} (promotion compares this); "
-             f"trained in {details['training_seconds']} s.", ""]
+    lines = [f"# {model}: evaluation", "", f"Product {details['product']}, dataset version {details['dataset_version']}; "
+             f"validation F1 {reports['validation']['f1']:.4f} (promotion compares this); threshold "
+             f"{json.dumps(details['threshold'])} chosen on validation; trained in {details['training_seconds']} s.", ""]
     for split, report in reports.items():
         lines += [f"## {split} ({report['count']} images): F1 {report['f1']:.4f}", "", *_table(report), ""]
     (version_dir / "evaluation.md").write_text("\n".join(lines))
@@ -96,6 +132,7 @@ def write_report(version_dir: Path, model: str, reports: dict[str, dict], detail
     if "confusion" in test:
         matrices, labels = {model: test["confusion"]}, test["confusion_labels"]
     else:
-        matrices, labels = {name: entry["confusion"] for name, entry in test["per_label"].items()}, ["present", "missing"]
-    confusion_png(version_dir / "confusion_matrix.png", f"{model}, test set", matrices, labels)
+        matrices, labels = {name: entry["confusion"] for name, entry in test["per_label"].items()}, ["absent", "present"]
+    if matrices:
+        confusion_png(version_dir / "confusion_matrix.png", f"{model}, test set", matrices, labels)
     return record

@@ -1,10 +1,12 @@
-"""One training run: manifests -> QA -> split -> train both models -> ONNX -> evaluate -> register.
+"""One training run of a product: datasets -> rules -> split -> train both models -> ONNX -> evaluate -> register.
 
-The training data are the train and test manifests of one ``defect_data.pipeline``
-dataset, split here into train and validation; the test set is a second dataset
-generated with another seed, which training never sees. Nothing is registered until
-both models are exported and evaluated, so a run stopped early leaves the repositories
-as they were.
+The training data are a Lookout-format dataset of the product (real photos, synthetic
+removals from ``defect_data.pipeline``, or both mixed in one folder's manifests), split
+here into train and validation. The test set is a second dataset (generated with another
+seed, or photos kept apart), or the dataset's own test split, or a stratified part held
+out here; training never sees it. Thresholds are chosen on validation and folded into
+the exported models. Nothing is registered until both models are exported and
+evaluated, so a run stopped early leaves the repositories as they were.
 """
 from __future__ import annotations
 
@@ -22,8 +24,10 @@ from builders import defect_architecture as arch
 from builders import defect_child, defect_dali, defect_parent
 from builders.in_process import DaliPreprocessor
 from defect_classifier import data, evaluation, registry, training
+from defect_data import lookout
+from products import Product
 
-MANIFESTS = ("train.manifest", "test.manifest")
+TEST_FRACTION = 0.3  # of a dataset without a test split and without a separate test dataset
 
 
 @dataclass
@@ -34,104 +38,143 @@ class RunResult:
     dataset: dict
 
 
-def _checked(dataset: Path, seen: set[str]) -> tuple[list[data.Example], list[data.Rejected]]:
-    lines = [line for name in MANIFESTS for line in data.read_manifest(Path(dataset) / name)]
-    return data.quality_check(lines, seen)
+def test_part(pool: list[data.Example], fraction: float, seed: int):
+    """The dataset's own test split, or a stratified part held out from it."""
+    if any(example.split == "test" for example in pool):
+        return [e for e in pool if e.split != "test"], [e for e in pool if e.split == "test"]
+    return data.split(pool, fraction, seed)
 
 
-def prepare(dataset: Path, test_dataset: Path, validation_fraction: float, seed: int):
-    """QA both datasets, check they can train and test every class, split; raises DatasetError."""
-    training_seed, test_seed = (data.dataset_seed(Path(d) / MANIFESTS[0]) for d in (dataset, test_dataset))
-    if training_seed is not None and training_seed == test_seed:
-        raise data.DatasetError(f"the test dataset {test_dataset} was generated with the training dataset's seed "
-                                f"{test_seed}; generate it with another --seed so that its images are unseen")
+def prepare(product: Product, dataset: Path, test_dataset: Path | None, validation_fraction: float, seed: int,
+            reader: lookout.Reader):
+    """Rules, duplicates, the split into train / validation / test; raises DatasetError before any training."""
+    if test_dataset is not None:
+        training_seed, test_seed = data.dataset_seed(dataset), data.dataset_seed(test_dataset)
+        if training_seed is not None and training_seed == test_seed:
+            raise data.DatasetError(f"the test dataset {test_dataset} was generated with the training dataset's "
+                                    f"seed {test_seed}; generate it with another --seed so that its images are unseen")
     seen: set[str] = set()
-    pool, rejected = _checked(dataset, seen)
-    test, rejected_test = _checked(test_dataset, seen)
-    data.require_every_class(pool, f"the training dataset {dataset}")
-    data.require_every_class(test, f"the test dataset {test_dataset}")
-    parts = {**data.split(pool, validation_fraction, seed), "test": test}
-    data.require_every_class(parts["train"], "the training split")
-    return parts, rejected + rejected_test
+    pool, rejected = data.drop_duplicates(data.read(dataset, product, reader), seen)
+    if test_dataset is None:
+        pool, test = test_part(pool, TEST_FRACTION, seed)
+    else:
+        test, rejected_test = data.drop_duplicates(data.read(test_dataset, product, reader), seen)
+        rejected += rejected_test
+    data.require_minimums(pool, data.MIN_POOL, f"the training data of {dataset}")
+    data.require_minimums(test, data.MIN_TEST, f"the test data of {test_dataset or dataset}")
+    data.require_every_class(pool, product, f"the training dataset {dataset}")
+    data.require_every_class(test, product, f"the test dataset {test_dataset or dataset}")
+    train, validation = data.split(pool, validation_fraction, seed)
+    data.require_every_class(train, product, "the training split")
+    return {"train": train, "validation": validation, "test": test}, rejected
 
 
-def read_images(repository: Path, examples: list[data.Example], progress: Progress) -> np.ndarray:
-    """[N, 3, 240, 320] through the repository's own ``defect_dali`` pipeline, as served."""
-    preprocess = DaliPreprocessor(repository, model=defect_dali.NAME)
-    task = progress.add_task("reading images through defect_dali", total=len(examples))
+def read_images(repository: Path, product: Product, examples: list[data.Example], reader: lookout.Reader,
+                progress: Progress) -> np.ndarray:
+    """[N, 3, H, W] through the repository's own ``<product>_dali`` pipeline, as served."""
+    preprocess = DaliPreprocessor(repository, model=defect_dali.name(product))
+    task = progress.add_task(f"reading images through {defect_dali.name(product)}", total=len(examples))
     batches = []
     for start in range(0, len(examples), preprocess.max_batch_size):
         chunk = examples[start:start + preprocess.max_batch_size]
-        batches.append(preprocess([Path(e.path).read_bytes() for e in chunk]))
+        batches.append(preprocess([reader.read_bytes(e.path) for e in chunk]))
         progress.advance(task, len(chunk))
-    return np.concatenate(batches) if batches else np.zeros((0, *arch.IMAGE.dims), np.float32)
+    return np.concatenate(batches) if batches else np.zeros((0, *arch.image_tensor(product).dims), np.float32)
 
 
 def onnx_scores(session, images: np.ndarray, output: str, batch_size: int = 32) -> np.ndarray:
     """One output of an exported model over all images, in batches."""
-    return np.concatenate([session.run([output], {arch.IMAGE.name: images[i:i + batch_size]})[0]
+    return np.concatenate([session.run([output], {arch.IMAGE_NAME: images[i:i + batch_size]})[0]
                            for i in range(0, len(images), batch_size)])
 
 
-def _train_and_export(parts, images, settings: training.TrainSettings, staging: Path, progress: Progress):
+def _child_rows(part: list[data.Example]) -> np.ndarray:
+    """The anomalies whose classes are known (they have a mask): what the child learns and is scored on."""
+    return np.array([e.anomaly and e.mask is not None for e in part], bool)
+
+
+def _train_and_export(product: Product, parts, images, settings: training.TrainSettings, staging: Path,
+                      progress: Progress):
     anomaly = {name: np.array([e.anomaly for e in part]) for name, part in parts.items()}
-    child_rows = anomaly["train"]
+    child_rows = _child_rows(parts["train"]) if product.classes else np.zeros(len(parts["train"]), bool)
     per_epoch = training.steps_per_epoch(len(images["train"]), settings) + \
         training.steps_per_epoch(int(child_rows.sum()), settings)
-    task = progress.add_task("training defect_parent, then defect_child", total=settings.epochs * per_epoch)
+    task = progress.add_task(f"training {defect_parent.name(product)}, then its child",
+                             total=settings.epochs * per_epoch)
 
     def step():
         progress.advance(task)
 
-    parent_cnn = training.fit(1, images["train"], anomaly["train"][:, None], settings, step)
-    parent = training.calibrate_parent(parent_cnn, images["train"], anomaly["train"], images["validation"])
-    child_cnn = training.fit(len(arch.CLASSES), images["train"][child_rows],
-                             data.missing_matrix([e for e in parts["train"] if e.anomaly]), settings, step)
+    parent_cnn = training.fit(1, images["train"], anomaly["train"][:, None], settings, step, simulate=True)
+    threshold = evaluation.choose_threshold(anomaly["validation"],
+                                            training.probabilities(parent_cnn, images["validation"]))
+    parent = training.calibrate_parent(parent_cnn, images["train"], anomaly["train"], images["validation"], threshold)
+    modules = {defect_parent.name(product): (parent, defect_parent.OUTPUTS)}
+    thresholds = {defect_parent.name(product): threshold}
+    if product.classes:
+        child_cnn = training.fit(len(product.classes), images["train"][child_rows],
+                                 data.class_matrix([e for e, row in zip(parts["train"], child_rows) if row], product),
+                                 settings, step)
+        rows = _child_rows(parts["validation"])
+        truth = data.class_matrix([e for e, row in zip(parts["validation"], rows) if row], product)
+        found = training.probabilities(child_cnn, images["validation"][rows])
+        per_class = [evaluation.choose_threshold(truth[:, i], found[:, i]) for i in range(len(product.classes))]
+        modules[defect_child.name(product)] = (defect_child.module(product, child_cnn, np.array(per_class)),
+                                               [defect_child.scores(product)])
+        thresholds[defect_child.name(product)] = dict(zip(product.class_names, per_class))
     paths = {}
-    for name, module, outputs in ((defect_parent.NAME, parent, defect_parent.OUTPUTS),
-                                  (defect_child.NAME, defect_child.module(child_cnn), defect_child.OUTPUTS)):
+    for name, (module, outputs) in modules.items():
         (staging / name).mkdir(parents=True)
-        paths[name] = arch.export_onnx(module, staging / name / "model.onnx", [t.name for t in outputs])
-    return paths, anomaly
+        paths[name] = arch.export_onnx(module, staging / name / "model.onnx", arch.image_tensor(product),
+                                       [t.name for t in outputs])
+    return paths, anomaly, thresholds
 
 
-def _evaluate(paths, parts, images, anomaly, details, staging: Path) -> dict[str, dict]:
+def _evaluate(product: Product, paths, parts, images, anomaly, details, thresholds, staging: Path) -> dict[str, dict]:
     import onnxruntime as ort
 
     sessions = {name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for name, path in paths.items()}
-    reports = {defect_parent.NAME: {}, defect_child.NAME: {}}
+    parent_name, child_name = defect_parent.name(product), defect_child.name(product)
+    reports = {name: {} for name in paths}
     for split in ("validation", "test"):
-        scores = onnx_scores(sessions[defect_parent.NAME], images[split], defect_parent.ANOMALY_SCORE.name)
-        reports[defect_parent.NAME][split] = evaluation.parent_report(anomaly[split], scores)
-        rows = anomaly[split]
-        missing = onnx_scores(sessions[defect_child.NAME], images[split][rows], defect_child.MISSING_SCORES.name)
-        reports[defect_child.NAME][split] = evaluation.child_report(
-            data.missing_matrix([e for e in parts[split] if e.anomaly]), missing)
-    return {name: evaluation.write_report(staging / name, name, splits, details) for name, splits in reports.items()}
+        scores = onnx_scores(sessions[parent_name], images[split], defect_parent.ANOMALY_SCORE.name)
+        reports[parent_name][split] = evaluation.parent_report(anomaly[split], scores)
+        if child_name in sessions:
+            rows = _child_rows(parts[split])
+            found = onnx_scores(sessions[child_name], images[split][rows], defect_child.SCORES_NAME) if rows.any() \
+                else np.zeros((0, len(product.classes)), np.float32)
+            reports[child_name][split] = evaluation.child_report(
+                data.class_matrix([e for e, row in zip(parts[split], rows) if row], product), found,
+                product.class_names)
+    return {name: evaluation.write_report(staging / name, name, splits, {**details, "threshold": thresholds[name]})
+            for name, splits in reports.items()}
 
 
-def run(dataset: Path, test_dataset: Path, repositories: list[Path], settings: training.TrainSettings,
-        validation_fraction: float = 0.2, say=print) -> RunResult:
+def run(product: Product, dataset: Path, test_dataset: Path | None, repositories: list[Path],
+        settings: training.TrainSettings, validation_fraction: float = 0.2, say=print,
+        reader: lookout.Reader | None = None) -> RunResult:
+    reader = reader or lookout.Reader()
     for repository in repositories:  # fail before the work, not after it
-        for name in registry.MODELS:
-            registry.model_dir_of(repository, name)
-    parts, rejected = prepare(dataset, test_dataset, validation_fraction, settings.seed)
+        registry.check_repository(repository, product)
+    parts, rejected = prepare(product, dataset, test_dataset, validation_fraction, settings.seed, reader)
     for entry in rejected:
         say(f"  dropped {entry.source}: {entry.reason}")
-    manifest = data.dataset_manifest(parts, rejected, {"train": str(dataset), "test": str(test_dataset)})
-    say(f"dataset version {manifest['version']}: {json.dumps(manifest['counts'])}; {len(rejected)} entries dropped")
+    manifest = data.dataset_manifest(parts, rejected, {"train": str(dataset), "test": str(test_dataset or dataset)})
+    say(f"{product.name}: dataset version {manifest['version']}: {json.dumps(manifest['counts'])}; "
+        f"{len(rejected)} entries dropped")
     staging = Path(tempfile.mkdtemp(prefix=".defect-run-", dir=Path(repositories[0]).parent))
     try:
         with Progress() as progress:
-            images = {name: read_images(repositories[0], part, progress) for name, part in parts.items()}
+            images = {name: read_images(repositories[0], product, part, reader, progress)
+                      for name, part in parts.items()}
             started = time.perf_counter()
-            paths, anomaly = _train_and_export(parts, images, settings, staging, progress)
-        details = {"dataset_version": manifest["version"], "training": asdict(settings),
-                   "training_seconds": round(time.perf_counter() - started, 1), "threshold": evaluation.THRESHOLD}
-        reports = _evaluate(paths, parts, images, anomaly, details, staging)
+            paths, anomaly, thresholds = _train_and_export(product, parts, images, settings, staging, progress)
+        details = {"product": product.name, "dataset_version": manifest["version"], "training": asdict(settings),
+                   "training_seconds": round(time.perf_counter() - started, 1)}
+        reports = _evaluate(product, paths, parts, images, anomaly, details, thresholds, staging)
         for name in paths:
             (staging / name / "dataset.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        versions = {str(repository): registry.register(repository, {name: staging / name for name in paths})
+        versions = {str(repository): registry.register(repository, product, {name: staging / name for name in paths})
                     for repository in repositories}
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The model repository as a model registry for ``defect_parent`` and ``defect_child``.
+"""The model repository as a model registry for each product's ``<product>_parent`` and ``<product>_child``.
 
 A training run registers each model as the next numbered version folder (the same
 number for the pair), with its evaluation report beside ``model.onnx``. Registration is
@@ -18,8 +18,9 @@ from builders import defect_child, defect_parent
 from builders.config import parse
 from builders.declaration import BuildOptions
 from builders.repository import copy_runner, served_version, set_served_version, version_numbers
+from products import Product, ProductError
+from products.store import repository_product
 
-MODELS = {module.NAME: module for module in (defect_parent, defect_child)}
 REPORT = "evaluation.json"
 
 
@@ -31,14 +32,38 @@ class PromotionRefused(RegistryError):
     """The candidate does not beat the served version on validation F1."""
 
 
-def model_dir_of(repository: Path, name: str) -> Path:
+def models(product: Product) -> dict:
+    """The product's trained models: name -> builder module (the child only where it has classes)."""
+    modules = (defect_parent, defect_child) if product.classes else (defect_parent,)
+    return {module.name(product): module for module in modules}
+
+
+def product_of(repository: Path, name: str) -> Product:
+    """The product a repository serves by that name; RegistryError lists the ones it serves."""
+    try:
+        return repository_product(repository, name)
+    except ProductError as error:
+        raise RegistryError(str(error)) from None
+
+
+def check_repository(repository: Path, product: Product) -> None:
+    """The repository serves this product, with these classes, and has its models built."""
+    served = product_of(repository, product.name)
+    if not served.same_classes(product):
+        raise RegistryError(f"{repository} serves {product.name} with classes {', '.join(served.color_map)}, "
+                            f"not {', '.join(product.color_map)}: a dataset's classes must be its product's")
+    for name in models(product):
+        model_dir_of(repository, product, name)
+
+
+def model_dir_of(repository: Path, product: Product, name: str) -> Path:
     """The folder of a registry model in a built repository; RegistryError names what is missing."""
-    if name not in MODELS:
-        raise RegistryError(f"unknown model {name!r}; the registry holds {', '.join(MODELS)}")
+    if name not in models(product):
+        raise RegistryError(f"unknown model {name!r}; the registry holds {', '.join(models(product))}")
     model_dir = Path(repository) / name
     if not (model_dir / "config.pbtxt").is_file():
         raise RegistryError(f"{model_dir / 'config.pbtxt'} does not exist: build the repository first "
-                            "(python -m builders --target cpu|gpu --out REPOSITORY)")
+                            f"(python -m builders --target cpu|gpu --out REPOSITORY --product {product.name})")
     return model_dir
 
 
@@ -46,9 +71,9 @@ def _target(model_dir: Path) -> str:
     return "cpu" if parse((model_dir / "config.pbtxt").read_text()).backend == "python" else "gpu"
 
 
-def register(repository: Path, staged: dict[str, Path]) -> int:
+def register(repository: Path, product: Product, staged: dict[str, Path]) -> int:
     """Copy each staged folder (model name -> folder with model.onnx and reports) in as version N."""
-    model_dirs = {name: model_dir_of(repository, name) for name in staged}
+    model_dirs = {name: model_dir_of(repository, product, name) for name in staged}
     number = 1 + max(max(version_numbers(model_dir), default=0) for model_dir in model_dirs.values())
     partials = {name: model_dir / f".{number}.partial" for name, model_dir in model_dirs.items()}
     renaming = []
@@ -56,7 +81,8 @@ def register(repository: Path, staged: dict[str, Path]) -> int:
         for name, source in staged.items():
             shutil.rmtree(partials[name], ignore_errors=True)
             shutil.copytree(source, partials[name])
-            copy_runner(MODELS[name].declare(BuildOptions()), _target(model_dirs[name]), partials[name])
+            copy_runner(models(product)[name].declare(BuildOptions(), product), _target(model_dirs[name]),
+                        partials[name])
         for name, partial in partials.items():
             renaming.append(name)  # before the rename: a Ctrl-C right after it must still undo it
             partial.rename(model_dirs[name] / str(number))
@@ -77,9 +103,9 @@ def validation_f1(model_dir: Path, version: int | None) -> float | None:
     return json.loads(report.read_text())["splits"]["validation"]["f1"] if report.is_file() else None
 
 
-def approve(repository: Path, name: str, version: int) -> str:
+def approve(repository: Path, product: Product, name: str, version: int) -> str:
     """Serve ``version`` if its validation F1 beats the served version's; raises PromotionRefused otherwise."""
-    model_dir = model_dir_of(repository, name)
+    model_dir = model_dir_of(repository, product, name)
     if version not in version_numbers(model_dir):
         raise RegistryError(f"{name} has no version {version} (versions: {version_numbers(model_dir)})")
     candidate = validation_f1(model_dir, version)
@@ -97,11 +123,11 @@ def approve(repository: Path, name: str, version: int) -> str:
     return f"{name}: now serving version {version} (validation F1 {candidate:.4f}; version {served} had {was})"
 
 
-def status(repository: Path) -> list[str]:
+def status(repository: Path, product: Product) -> list[str]:
     """One line per registered version: served marker, validation and test F1."""
     lines = []
-    for name in MODELS:
-        model_dir = model_dir_of(repository, name)
+    for name in models(product):
+        model_dir = model_dir_of(repository, product, name)
         served = served_version(model_dir)
         for number in version_numbers(model_dir):
             report = model_dir / str(number) / REPORT

@@ -1,7 +1,7 @@
-"""The SageMaker Model Registry for ``defect_inspection``: register, approve, reject, list.
+"""The SageMaker Model Registry for a product's ``<product>_inspection``: register, approve, reject, list.
 
-A package is one local version: an archive of ``defect_inspection`` whose ``defect_parent``
-and ``defect_child`` serve exactly that version, and the version's evaluation reports
+A package is one local version: an archive of the product's pipeline whose parent and
+child serve exactly that version, and the version's evaluation reports
 (the package's model metrics). The local version folders stay what serves locally; an
 approval changes both or neither, so the two never disagree about which version is approved:
 the local F1 rule decides first, and a version it refuses leaves its package pending.
@@ -19,22 +19,27 @@ from pathlib import Path
 from builders import defect_inspection
 from builders.repository import served_version, set_served_version, version_numbers
 from defect_classifier import registry
+from products import Product
 from sagemaker_deploy import model_registry
 from sagemaker_deploy.aws import PROJECT_TAG, Aws, AwsError
 from sagemaker_deploy.deploy import Created, container_environment, image_uri, remove
 from sagemaker_deploy.model_registry import APPROVED, REJECTED, Package
 from sagemaker_deploy.package import PackageError, make_archive, required_models
 
-PIPELINE = defect_inspection.NAME
 # S3 tags of the registry's artifacts: the project's, and no endpoint's (teardown of an endpoint keeps them)
 REGISTRY_TAGGING = urllib.parse.urlencode({PROJECT_TAG["Key"]: PROJECT_TAG["Value"]})
 
 
-def _evaluated_version(repository: Path, version: int) -> dict[str, dict]:
+def pipeline_of(product: Product) -> str:
+    """The model package group is named after the product's pipeline."""
+    return defect_inspection.name(product)
+
+
+def _evaluated_version(repository: Path, product: Product, version: int) -> dict[str, dict]:
     """Each registry model's evaluation report of ``version``; RegistryError when one is missing."""
     reports = {}
-    for name in registry.MODELS:
-        model_dir = registry.model_dir_of(repository, name)
+    for name in registry.models(product):
+        model_dir = registry.model_dir_of(repository, product, name)
         if version not in version_numbers(model_dir):
             raise registry.RegistryError(f"{name} has no version {version} (versions: {version_numbers(model_dir)})")
         report = model_dir / str(version) / registry.REPORT
@@ -45,46 +50,48 @@ def _evaluated_version(repository: Path, version: int) -> dict[str, dict]:
     return reports
 
 
-def pack_version(repository: Path, version: int, archive: Path, triton_version: str | None,
+def pack_version(repository: Path, product: Product, version: int, archive: Path, triton_version: str | None,
                  allow_cpu_target: bool) -> list[str]:
     """model.tar.gz of the pipeline serving ``version`` of both classifiers (a pinned temporary copy,
     holding no other version of them); returns the BLS-only models for the container's environment."""
-    needed, _, _ = required_models(repository, PIPELINE)
+    pipeline, trained = pipeline_of(product), registry.models(product)
+    needed, _, _ = required_models(repository, pipeline)
     with tempfile.TemporaryDirectory(prefix=".registry-", dir=archive.parent) as workdir:
         copy = Path(workdir)
         for name in needed:
             source = Path(repository) / name
             other_versions = (lambda folder, names, source=source: [
                 entry for entry in names if Path(folder) == source and entry.isdigit() and entry != str(version)])
-            shutil.copytree(source, copy / name, ignore=other_versions if name in registry.MODELS else None)
-            if name in registry.MODELS:
+            shutil.copytree(source, copy / name, ignore=other_versions if name in trained else None)
+            if name in trained:
                 set_served_version(copy / name, version)
-        _, bls = make_archive(copy, PIPELINE, archive, triton_version, allow_cpu_target)
+        _, bls = make_archive(copy, pipeline, archive, triton_version, allow_cpu_target)
     return bls
 
 
-def register(aws: Aws, repository: Path, version: int, bucket: str, prefix: str, triton_version: str,
-             instance_type: str, workdir: Path, allow_cpu_target: bool = False) -> str:
+def register(aws: Aws, repository: Path, product: Product, version: int, bucket: str, prefix: str,
+             triton_version: str, instance_type: str, workdir: Path, allow_cpu_target: bool = False) -> str:
     """Push local ``version`` to the registry (pending approval); a rerun returns the package it made."""
-    reports = _evaluated_version(repository, version)
-    existing = [p for p in model_registry.packages(aws, PIPELINE) if p.local_version == str(version)
+    pipeline = pipeline_of(product)
+    reports = _evaluated_version(repository, product, version)
+    existing = [p for p in model_registry.packages(aws, pipeline) if p.local_version == str(version)
                 and p.status != REJECTED]
     if existing:
         aws.say(f"version {version} is already registered as {existing[-1].arn} ({existing[-1].status})")
         return existing[-1].arn
     workdir.mkdir(parents=True, exist_ok=True)
-    archive = workdir / f"{PIPELINE}-{version}.tar.gz"
-    bls = pack_version(repository, version, archive, triton_version, allow_cpu_target)
-    evaluation = workdir / f"{PIPELINE}-{version}-evaluation.json"
-    evaluation.write_text(json.dumps({"pipeline": PIPELINE, "local_version": version, "models": reports}, indent=1))
-    folder = f"{prefix.strip('/')}/{PIPELINE}/version-{version}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    archive = workdir / f"{pipeline}-{version}.tar.gz"
+    bls = pack_version(repository, product, version, archive, triton_version, allow_cpu_target)
+    evaluation = workdir / f"{pipeline}-{version}-evaluation.json"
+    evaluation.write_text(json.dumps({"pipeline": pipeline, "local_version": version, "models": reports}, indent=1))
+    folder = f"{prefix.strip('/')}/{pipeline}/version-{version}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     created = Created()
     try:
         model_url, metrics_url = (_upload(aws, created, path, bucket, f"{folder}/{key}")
                                   for path, key in ((archive, "model.tar.gz"), (evaluation, "evaluation.json")))
         image = image_uri(aws.region or "", triton_version, instance_type)
-        return model_registry.register(aws, PIPELINE, version, image, model_url,
-                                       container_environment(PIPELINE, bls), metrics_url, instance_type)
+        return model_registry.register(aws, pipeline, version, image, model_url,
+                                       container_environment(pipeline, bls), metrics_url, instance_type)
     except (AwsError, ValueError):
         remove(aws, created)  # no artifact without its package
         raise
@@ -97,37 +104,39 @@ def _upload(aws: Aws, created: Created, path: Path, bucket: str, key: str) -> st
     return url
 
 
-def _package_version(aws: Aws, arn: str) -> tuple[Package, int]:
+def _package_version(aws: Aws, pipeline: str, arn: str) -> tuple[Package, int]:
     package = model_registry.describe(aws, arn)
-    if package.group != model_registry.group_name(PIPELINE) or not package.local_version.isdigit():
-        raise registry.RegistryError(f"model package {arn} is not a registered {PIPELINE} version "
+    if package.group != model_registry.group_name(pipeline) or not package.local_version.isdigit():
+        raise registry.RegistryError(f"model package {arn} is not a registered {pipeline} version "
                                      f"(group {package.group!r}, local version {package.local_version!r})")
     return package, int(package.local_version)
 
 
-def approve(aws: Aws, repository: Path, arn: str, description: str) -> list[str]:
+def approve(aws: Aws, repository: Path, product: Product, arn: str, description: str) -> list[str]:
     """Serve the package's version locally (the F1 rule, both models or neither), then mark it Approved.
 
     Raises registry.PromotionRefused (package left as it was) when the rule refuses either model.
     """
-    _, version = _package_version(aws, arn)
-    served_before = {name: served_version(registry.model_dir_of(repository, name)) for name in registry.MODELS}
+    _, version = _package_version(aws, pipeline_of(product), arn)
+    trained = registry.models(product)
+    served_before = {name: served_version(registry.model_dir_of(repository, product, name)) for name in trained}
     try:
-        lines = [registry.approve(repository, name, version) for name in registry.MODELS]
+        lines = [registry.approve(repository, product, name, version) for name in trained]
         model_registry.set_status(aws, arn, APPROVED, description)
     except BaseException:  # a refusal, an AWS error, Ctrl-C: the local folders go back to what they served
         for name, served in served_before.items():
-            model_dir = registry.model_dir_of(repository, name)
+            model_dir = registry.model_dir_of(repository, product, name)
             if served is not None and served_version(model_dir) != served:
                 set_served_version(model_dir, served)
         raise
     return lines
 
 
-def reject(aws: Aws, repository: Path, arn: str, description: str) -> Package:
+def reject(aws: Aws, repository: Path, product: Product, arn: str, description: str) -> Package:
     """Mark the package Rejected; refused while its version is the one served locally."""
-    _, version = _package_version(aws, arn)
-    served = [name for name in registry.MODELS if served_version(registry.model_dir_of(repository, name)) == version]
+    _, version = _package_version(aws, pipeline_of(product), arn)
+    served = [name for name in registry.models(product)
+              if served_version(registry.model_dir_of(repository, product, name)) == version]
     if served:
         raise registry.RegistryError(f"version {version} is served locally ({', '.join(served)}): approve another "
                                      "version first, so that the local folders and the registry agree")
@@ -141,17 +150,17 @@ def _metrics(aws: Aws, package: Package) -> dict:
         return json.loads(body.read())
 
 
-def status_lines(aws: Aws) -> list[str]:
+def status_lines(aws: Aws, pipeline: str) -> list[str]:
     """One line per package, oldest first: registry version, local version, approval, F1 from the report."""
     lines = []
-    for package in model_registry.packages(aws, PIPELINE):
+    for package in model_registry.packages(aws, pipeline):
         reports = _metrics(aws, package)["models"]
         scores = ", ".join(f"{name} F1 validation {record['splits']['validation']['f1']:.4f} test "
                            f"{record['splits']['test']['f1']:.4f}" for name, record in reports.items())
         reason = f" ({package.description})" if package.description else ""
         lines.append(f"package {package.number}: local version {package.local_version}, {package.status}{reason}; "
                      f"{scores}\n    {package.arn}")
-    return lines or [f"no {PIPELINE} package in group {model_registry.group_name(PIPELINE)}"]
+    return lines or [f"no {pipeline} package in group {model_registry.group_name(pipeline)}"]
 
 
 # -- the command line (python -m defect_classifier register | approve --package | reject | status --registry) --
@@ -175,7 +184,6 @@ def add_arguments(commands, approve, status) -> None:
         parser.add_argument("--package", required=parser is reject_parser, help="model package ARN (the registry)")
         parser.add_argument("--description", default="", help="why: recorded with the approval status")
     status.add_argument("--registry", action="store_true", help="the SageMaker Model Registry's packages")
-    status.add_argument("--pipeline", default=PIPELINE, choices=[PIPELINE])
     for parser in (push, reject_parser, approve, status):
         parser.add_argument("--region", help="AWS region (default: boto3's)")
 
@@ -191,18 +199,20 @@ def run_command(args) -> int:
     aws = Aws(args.region or None, say=lambda line: None)
     try:
         if args.command == "register":
-            arn = register(aws, args.repository, args.version, args.bucket, args.prefix, args.triton_version,
-                           args.instance_type, args.workdir, args.allow_cpu_target)
+            arn = register(aws, args.repository, args.product, args.version, args.bucket, args.prefix,
+                           args.triton_version, args.instance_type, args.workdir, args.allow_cpu_target)
             print(f"registered version {args.version} as {arn} ({model_registry.describe(aws, arn).status})")
-            print(f"  approve it: python -m defect_classifier approve --repository {args.repository} "
+            print(f"  approve it: python -m defect_classifier approve --product {args.product.name} "
+                  f"--repository {args.repository} "
                   f"--package {arn} --description WHY")
         elif args.command == "approve":
-            print("\n".join(approve(aws, args.repository, args.package, args.description)))
+            print("\n".join(approve(aws, args.repository, args.product, args.package, args.description)))
             print(f"{args.package}: {APPROVED}")
         elif args.command == "reject":
-            print(f"{args.package}: {reject(aws, args.repository, args.package, args.description).status}")
+            rejected = reject(aws, args.repository, args.product, args.package, args.description)
+            print(f"{args.package}: {rejected.status}")
         else:
-            print("\n".join(status_lines(aws)))
+            print("\n".join(status_lines(aws, pipeline_of(args.product))))
     except registry.PromotionRefused as error:
         print(f"refused: {error}; the package stays {model_registry.describe(aws, args.package).status}",
               file=sys.stderr)

@@ -2,7 +2,14 @@
 
 Augmentation is applied to every class alike (small shifts and turns, brightness and
 contrast), because the dataset pipeline moves normals a little and anomalies not at all:
-without it, "is the board shifted" would be a shortcut to "normal".
+without it, "is the product shifted" would be a shortcut to "normal".
+
+The parent also learns from simulated anomalies, as DRAEM (Zavrtanik et al., ICCV 2021)
+does without pretrained features: each batch adds normal images with an irregular
+region (thresholded smooth noise, like DRAEM's Perlin masks) blended with foreign
+texture, and thin scars, labelled anomalous. A few real defect photos (a crack, a stain)
+cannot teach every shape a defect takes; the simulation teaches "something on the
+surface that does not belong there".
 """
 from __future__ import annotations
 
@@ -13,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from builders import defect_architecture as arch
-from builders import defect_parent
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class TrainSettings:
     turn_degrees: float = 3.0
     brightness: float = 0.1  # in the [-1, 1] scale
     contrast: float = 0.15
+    simulated: float = 0.25  # simulated anomalies added to a parent batch, per normal image in it
 
 
 def augment(batch, settings: TrainSettings, generator):
@@ -51,10 +58,70 @@ def augment(batch, settings: TrainSettings, generator):
     return (moved * contrast + brightness).clamp(-1, 1)
 
 
-def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSettings, on_step, on_epoch=None):
+def _noise_region(count: int, height: int, width: int, generator):
+    """[count, 1, H, W] 0/1 irregular blobs: smooth noise at a random coarse scale, thresholded."""
+    import torch
+    import torch.nn.functional as F
+
+    cells = int(torch.randint(3, 9, (1,), generator=generator))
+    noise = F.interpolate(torch.rand(count, 1, cells, cells, generator=generator), size=(height, width),
+                          mode="bicubic", align_corners=False)
+    level = torch.quantile(noise.flatten(1), 0.93, dim=1).view(-1, 1, 1, 1)  # about 7 % of the image
+    return (noise > level).float()
+
+
+def _scars(count: int, height: int, width: int, generator):
+    """[count, 1, H, W] 0/1 thin straight scars at random angles (CutPaste's "scar" shape)."""
+    import torch
+
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    angle = torch.rand(count, generator=generator) * np.pi
+    centre = torch.rand(count, 2, generator=generator) * 1.2 - 0.6
+    along = (xs - centre[:, 0, None, None]) * torch.cos(angle)[:, None, None] + \
+        (ys - centre[:, 1, None, None]) * torch.sin(angle)[:, None, None]
+    across = -(xs - centre[:, 0, None, None]) * torch.sin(angle)[:, None, None] + \
+        (ys - centre[:, 1, None, None]) * torch.cos(angle)[:, None, None]
+    length = 0.2 + 0.4 * torch.rand(count, 1, 1, generator=generator)
+    return ((along.abs() < length) & (across.abs() < 0.02)).float()[:, None]
+
+
+def simulate_anomalies(normals, generator):
+    """Normal images with a foreign region blended in (DRAEM-style), or a scar; same shape."""
+    import torch
+
+    count, _, height, width = normals.shape
+    regions = _noise_region(count, height, width, generator)
+    scarred = torch.rand(count, generator=generator) < 0.3
+    regions[scarred] = _scars(int(scarred.sum()), height, width, generator)
+    # Foreign texture: another image of the batch, moved and recoloured, or plain noise.
+    texture = torch.roll(normals.flip(-1), shifts=(height // 3, width // 3), dims=(2, 3))
+    texture = texture * (0.5 + torch.rand(count, 3, 1, 1, generator=generator)) + \
+        (torch.rand(count, 3, 1, 1, generator=generator) - 0.5)
+    flat = torch.rand(count, generator=generator) < 0.3
+    texture[flat] = torch.rand(int(flat.sum()), 3, 1, 1, generator=generator) * 2 - 1
+    opacity = 0.4 + 0.6 * torch.rand(count, 1, 1, 1, generator=generator)
+    return (normals * (1 - opacity * regions) + texture.clamp(-1, 1) * opacity * regions).clamp(-1, 1)
+
+
+def _with_simulated(x, y, rows, settings: TrainSettings, generator):
+    """The batch, plus simulated anomalies made from its normal images (target 1)."""
+    import torch
+
+    batch, target = x[rows], y[rows]
+    normals = batch[target[:, 0] == 0]
+    count = int(round(len(normals) * settings.simulated))
+    if count == 0:
+        return batch, target
+    simulated = simulate_anomalies(normals[torch.randint(len(normals), (count,), generator=generator)], generator)
+    return torch.cat([batch, simulated]), torch.cat([target, torch.ones(count, 1)])
+
+
+def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSettings, on_step, on_epoch=None,
+        simulate: bool = False):
     """A fresh ``defect_architecture`` CNN trained with binary cross-entropy on each output.
 
-    ``targets`` [N, outputs] 0/1; positives are weighted by how rare they are.
+    ``targets`` [N, outputs] 0/1; positives are weighted by how rare they are. ``simulate``
+    (the parent: one output, 1 = anomaly) adds simulated anomalies to every batch.
     ``on_step()`` is called after every optimizer step (progress); ``on_epoch(epoch, net)``
     after every epoch (tuning scores the net there and may stop the run by raising).
     """
@@ -63,10 +130,13 @@ def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSe
     torch.manual_seed(settings.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     generator = torch.Generator().manual_seed(settings.seed)
-    net = arch.network(outputs)
+    net = arch.network(outputs, *images.shape[2:])
     x, y = torch.from_numpy(images), torch.from_numpy(targets.astype(np.float32))
-    positives = y.sum(dim=0).clamp(min=1)
-    loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=(len(y) - positives) / positives)
+    positives = y.sum(dim=0)
+    negatives = len(y) - positives
+    if simulate:  # every epoch adds simulated positives made from the normal images
+        positives = positives + settings.simulated * negatives
+    loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=negatives / positives.clamp(min=1))
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps = settings.epochs * steps_per_epoch(len(x), settings)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=max(steps, 1))
@@ -77,8 +147,9 @@ def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSe
             rows = order[start:start + settings.batch_size]
             if len(rows) < 2:  # batch norm needs two samples
                 continue
-            logits, _ = net(augment(x[rows], settings, generator))
-            loss = loss_function(logits, y[rows])
+            batch, target = _with_simulated(x, y, rows, settings, generator) if simulate else (x[rows], y[rows])
+            logits, _ = net(augment(batch, settings, generator))
+            loss = loss_function(logits, target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -103,11 +174,21 @@ def features(net, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
                                for i in range(0, len(images), batch_size)])
 
 
-def calibrate_parent(net, train_images: np.ndarray, train_anomaly: np.ndarray, validation_images: np.ndarray):
-    """The parent as served: features standardised on training, centres per verdict, novelty scale.
+def probabilities(net, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Sigmoid of the logits [N, outputs] (eval mode, no augmentation): what thresholds are chosen on."""
+    import torch
+
+    with torch.no_grad():
+        logits = [net(torch.from_numpy(images[i:i + batch_size]))[0] for i in range(0, len(images), batch_size)]
+    return torch.sigmoid(torch.cat(logits)).numpy() if logits else np.zeros((0, 1), np.float32)
+
+
+def calibrate_parent(net, train_images: np.ndarray, train_anomaly: np.ndarray, validation_images: np.ndarray,
+                     threshold: float):
+    """The parent as served: features standardised on training, centres per verdict, novelty scale, threshold.
 
     The scale is ``NOVELTY_MARGIN`` times the largest distance of a training or validation
-    board to its nearest centre, so boards like these score at most 1 / margin.
+    image to its nearest centre, so images like these score at most 1 / margin.
     """
     import torch
 
@@ -117,4 +198,4 @@ def calibrate_parent(net, train_images: np.ndarray, train_anomaly: np.ndarray, v
     centres = np.stack([standard[train_anomaly == flag].mean(axis=0) for flag in (False, True)])
     boards = np.concatenate([standard, (features(net, validation_images) - mean) / std])
     farthest = torch.cdist(torch.from_numpy(boards), torch.from_numpy(centres)).min(dim=1).values.max().item()
-    return defect_parent.module(net, mean, std, centres, farthest * arch.NOVELTY_MARGIN)
+    return arch.parent_module(net, mean, std, centres, farthest * arch.NOVELTY_MARGIN, threshold)

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rich.progress import Progress
 
-from builders.defect_architecture import CLASSES
 from defect_classifier import data, evaluation, pipeline, training
 from defect_classifier.training import TrainSettings
+from defect_data import lookout
+from products import Product
 
 if TYPE_CHECKING:
     import optuna
@@ -40,7 +41,7 @@ AUGMENTATION = ("shift", "turn_degrees", "brightness", "contrast")  # scaled tog
 # What a params file may hold: each TrainSettings field and its allowed range (inclusive).
 LIMITS = {"epochs": (1, 10_000), "batch_size": (2, 4096), "learning_rate": (1e-7, 1.0), "weight_decay": (0.0, 1.0),
           "seed": (0, 2**32 - 1), "shift": (0.0, 0.5), "turn_degrees": (0.0, 180.0), "brightness": (0.0, 1.0),
-          "contrast": (0.0, 1.0)}
+          "contrast": (0.0, 1.0), "simulated": (0.0, 4.0)}
 
 
 class ParamsError(ValueError):
@@ -68,17 +69,20 @@ class SearchSpace:
 
 @dataclass(frozen=True)
 class Split:
-    images: np.ndarray  # [N, 3, 240, 320] as defect_dali makes them
+    images: np.ndarray  # [N, 3, H, W] as the product's DALI model makes them
     anomaly: np.ndarray  # [N] bool
-    missing: np.ndarray  # [N, classes] 0/1 (all 0 for normals)
+    classes: np.ndarray  # [N, classes] 0/1 (all 0 for normals)
+    class_names: tuple[str, ...]
+    masked: np.ndarray  # [N] bool: anomalies whose classes are known (a mask)
 
     @classmethod
-    def of(cls, examples: list[data.Example], images: np.ndarray) -> "Split":
-        return cls(images, np.array([e.anomaly for e in examples], bool), data.missing_matrix(examples))
+    def of(cls, examples: list[data.Example], images: np.ndarray, product: Product) -> "Split":
+        return cls(images, np.array([e.anomaly for e in examples], bool), data.class_matrix(examples, product),
+                   product.class_names, np.array([e.anomaly and e.mask is not None for e in examples], bool))
 
     @property
     def anomalies(self) -> np.ndarray:
-        return self.images[self.anomaly]
+        return self.images[self.masked]
 
 
 def _probabilities(net, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -98,7 +102,8 @@ def _parent_f1(net, validation: Split) -> float:
 
 
 def _child_f1(net, validation: Split) -> float:
-    return evaluation.child_report(validation.missing[validation.anomaly], _probabilities(net, validation.anomalies))["f1"]
+    return evaluation.child_report(validation.classes[validation.masked], _probabilities(net, validation.anomalies),
+                                   validation.class_names)["f1"]
 
 
 def _quarter_reached(epoch: int, epochs: int) -> int | None:
@@ -124,24 +129,26 @@ def _reporter(trial: optuna.Trial, score, validation: Split, first_step: int, ep
 
 
 def objective(train: Split, validation: Split, space: SearchSpace, base: TrainSettings, progress: Progress):
-    """One trial: both models trained with the trial's settings; their mean validation F1."""
+    """One trial: both models trained with the trial's settings; their mean validation F1 (the parent's
+    alone for a product without classes)."""
     def run_trial(trial: optuna.Trial) -> float:
         settings = space.settings(trial, base)
         trial.set_user_attr("settings", asdict(settings))
         steps = settings.epochs * (training.steps_per_epoch(len(train.images), settings)
-                                   + training.steps_per_epoch(int(train.anomaly.sum()), settings))
+                                   + training.steps_per_epoch(int(train.masked.sum()), settings))
         task = progress.add_task(f"trial {trial.number}", total=steps)
         try:
             parent_scores, child_scores = [], []
             training.fit(1, train.images, train.anomaly[:, None], settings,
                          lambda: progress.advance(task),
-                         _reporter(trial, _parent_f1, validation, 1, settings.epochs, parent_scores))
-            training.fit(len(CLASSES), train.anomalies, train.missing[train.anomaly], settings,
-                         lambda: progress.advance(task),
-                         _reporter(trial, _child_f1, validation, 1 + QUARTERS, settings.epochs, child_scores))
+                         _reporter(trial, _parent_f1, validation, 1, settings.epochs, parent_scores), simulate=True)
+            if train.class_names:
+                training.fit(len(train.class_names), train.anomalies, train.classes[train.masked], settings,
+                             lambda: progress.advance(task),
+                             _reporter(trial, _child_f1, validation, 1 + QUARTERS, settings.epochs, child_scores))
         finally:
             progress.remove_task(task)
-        return (parent_scores[-1] + child_scores[-1]) / 2
+        return float(np.mean([parent_scores[-1], *child_scores[-1:]]))
 
     return run_trial
 
@@ -199,23 +206,29 @@ def record(study: optuna.Study, details: dict) -> dict:
             "trials": [_trial_record(t) for t in study.trials]}
 
 
-def training_splits(dataset: Path, repository: Path, validation_fraction: float, seed: int,
+def training_splits(product: Product, dataset: Path, repository: Path, validation_fraction: float, seed: int,
                     progress: Progress) -> tuple[dict[str, Split], dict]:
-    """The train/validation split ``train`` makes of this dataset with this seed, read through defect_dali.
+    """The train/validation split ``train`` makes of this dataset with this seed, read through the product's DALI.
 
-    As ``pipeline.prepare`` does for the training dataset; the test dataset is not read.
+    As ``pipeline.prepare`` does for the training dataset: its own test split, or the part
+    held out as test, is left out (a synthetic dataset is tested by another made with
+    another seed, which is not read).
     """
-    lines = [line for name in pipeline.MANIFESTS for line in data.read_manifest(Path(dataset) / name)]
-    pool, rejected = data.quality_check(lines)
-    data.require_every_class(pool, f"the training dataset {dataset}")
-    parts = data.split(pool, validation_fraction, seed)
-    data.require_every_class(parts["train"], "the training split")
+    reader = lookout.Reader()
+    pool, rejected = data.drop_duplicates(data.read(dataset, product, reader))
+    if data.dataset_seed(dataset) is None:  # synthetic datasets are tested by one of another seed
+        pool, _ = pipeline.test_part(pool, pipeline.TEST_FRACTION, seed)  # what train would test on
+    data.require_every_class(pool, product, f"the training dataset {dataset}")
+    train, validation = data.split(pool, validation_fraction, seed)
+    data.require_every_class(train, product, "the training split")
+    parts = {"train": train, "validation": validation}
     manifest = data.dataset_manifest(parts, rejected, {"train": str(dataset)})
-    splits = {name: Split.of(part, pipeline.read_images(repository, part, progress)) for name, part in parts.items()}
+    splits = {name: Split.of(part, pipeline.read_images(repository, product, part, reader, progress), product)
+              for name, part in parts.items()}
     return splits, {"counts": manifest["counts"], "dropped": len(rejected)}
 
 
-def tune(dataset: Path, repository: Path, out: Path, trials: int, seed: int = 0, space: SearchSpace = SearchSpace(),
+def tune(product: Product, dataset: Path, repository: Path, out: Path, trials: int, seed: int = 0, space: SearchSpace = SearchSpace(),
          validation_fraction: float = 0.2, pruner: optuna.pruners.BasePruner | None = None) -> dict:
     """Search, then write ``out`` (whole or not at all); returns what was written."""
     import optuna
@@ -223,9 +236,10 @@ def tune(dataset: Path, repository: Path, out: Path, trials: int, seed: int = 0,
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # rich prints one line per trial instead
     started = time.perf_counter()
     with Progress() as progress:
-        splits, counts = training_splits(dataset, repository, validation_fraction, seed, progress)
+        splits, counts = training_splits(product, dataset, repository, validation_fraction, seed, progress)
         study = search(splits["train"], splits["validation"], trials, seed, space, pruner=pruner, progress=progress)
-    details = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "dataset": str(dataset),
+    details = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "product": product.name,
+               "dataset": str(dataset),
                "validation_fraction": validation_fraction, "seed": seed, "trial_budget": trials,
                "search_space": asdict(space), **counts, "seconds": round(time.perf_counter() - started, 1)}
     result = record(study, details)

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Callable
+
 from clients.colormap import parse_hex
 from clients.inpaint import inpaint, png_bytes
 from clients.protocols import Route
+
+# (image uint8 HxWx3, hole uint8 HxW 0/255) -> the image with the hole filled
+Inpainter = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 TEST_MAX_DEFECTS = 3
 
@@ -61,6 +66,19 @@ def anomaly_mask(masks: dict[str, np.ndarray], removed: tuple[str, ...], color_m
     return colour
 
 
-def remove(route: Route, image: np.ndarray, masks: dict[str, np.ndarray], removed: tuple[str, ...]) -> np.ndarray:
-    """The image with the removed components inpainted away by the served LaMa."""
-    return inpaint(route, png_bytes(image), png_bytes(hole(masks, removed)))
+def served(route: Route) -> Inpainter:
+    """Fills through the served ``ensemble_lama`` (a local server or a SageMaker endpoint)."""
+    return lambda image, hole_mask: inpaint(route, png_bytes(image), png_bytes(hole_mask))
+
+
+def in_process(lama_weights) -> Inpainter:
+    """Fills with a LaMa checkpoint in-process: the product's own (``train_lama``), or big-lama."""
+    from builders.declaration import BuildOptions
+    from builders.in_process import InProcessLama
+
+    return InProcessLama(BuildOptions(lama_weights=lama_weights)).inpaint
+
+
+def remove(fill: Inpainter, image: np.ndarray, masks: dict[str, np.ndarray], removed: tuple[str, ...]) -> np.ndarray:
+    """The image with the removed components inpainted away by LaMa."""
+    return fill(image, hole(masks, removed))

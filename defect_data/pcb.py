@@ -1,5 +1,12 @@
 """A deterministic renderer of printed-circuit-board photos, with their Ground Truth labels.
 
+    python -m defect_data.pcb --out build/pcb-labels [--seed 0]
+
+The sample product: its labels come from here the way a user's come from a labelling
+job (an ``output.manifest`` with the photo, its colour mask and colour map), and
+``python -m products define --name pcb --labels build/pcb-labels/output.manifest`` makes
+it a product like any other. Nothing else in the project imports this module.
+
 The AWS post starts from one labelled PCB photo (FICS-PCB), which cannot be downloaded
 here, so the project ships this sample product: a board texture, copper traces, pads,
 silkscreen, an IC, resistors and capacitors, with seedable lighting and placement
@@ -8,7 +15,10 @@ the SageMaker Ground Truth semantic-segmentation format (see ``groundtruth.py``)
 """
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -135,3 +145,21 @@ def render(seed: int = 0, jitter: int = 4, components: bool = True) -> Board:
     image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.3, 0.7)))  # lens softness
     color_map = {BACKGROUND[0]: BACKGROUND[1], **{c.name: c.color for c in COMPONENTS}}
     return Board(np.asarray(image).copy(), np.asarray(mask).copy(), color_map)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m defect_data.pcb", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("build/pcb-labels"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from defect_data import groundtruth
+
+    board = render(args.seed)
+    manifest = groundtruth.write(args.out, board.image, board.mask, board.color_map)
+    print(f"sample board {args.seed} and its Ground Truth labels written to {manifest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

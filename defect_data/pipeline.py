@@ -1,12 +1,14 @@
-"""One command from one labelled photo to a train/test dataset of normals and synthetic anomalies.
+"""One command from a product's labelled photo to a train/test dataset of normals and synthetic anomalies.
 
-    python -m defect_data.pipeline --out build/dataset [--labels output.manifest] \\
+    python -m defect_data.pipeline --product knob --out build/dataset [--lama-weights build/products/knob/lama.pt]
         [--protocol http-binary --url 127.0.0.1:8000] [--s3 s3://bucket/prefix]
 
-Without ``--labels`` it renders the project's sample board and its Ground Truth files.
-Normals: the augmentations, alternately to train and test. Anomalies: components
-removed by ``ensemble_lama`` on the given server (local, or a SageMaker endpoint through
-the same clients), then a photometric augmentation. Every file is written under a
+The product (``python -m products define``) names its labelled photo (a Ground Truth
+output manifest) and its classes. Normals: the augmentations, alternately to train and
+test. Anomalies: components removed by LaMa, then a photometric augmentation; LaMa is
+the product's own checkpoint in-process (``--lama-weights``, from
+``defect_data.train_lama``) or ``ensemble_lama`` on the given server (local, or a
+SageMaker endpoint through the same clients). Every file is written under a
 temporary name and renamed, and a rerun skips the files that exist, so an interrupted
 run resumes; manifests are written last and list only images that exist. With ``--s3``
 the dataset is uploaded and the manifests reference ``s3://`` URLs.
@@ -24,9 +26,9 @@ import numpy as np
 from PIL import Image
 from rich.progress import Progress
 
-from clients.protocols import RequestError, Route, add_route_arguments, route_from_arguments
+from clients.protocols import RequestError, add_route_arguments, route_from_arguments
 from defect_data import augment, defects, groundtruth, manifests
-from defect_data.pcb import render
+from products import DEFAULT_STORE, Product, ProductError, find
 
 SPLITS = ("train", "test")
 
@@ -71,7 +73,7 @@ def tasks(labelled: groundtruth.Labelled, settings: Settings) -> list[tuple[str,
     return planned
 
 
-def produce(out: Path, route: Route, labelled: groundtruth.Labelled, masks: dict[str, np.ndarray],
+def produce(out: Path, fill: defects.Inpainter, labelled: groundtruth.Labelled, masks: dict[str, np.ndarray],
             task: tuple[str, str, tuple[str, ...]], settings: Settings) -> None:
     split, name, removed = task
     stem = Path(name).stem
@@ -81,14 +83,14 @@ def produce(out: Path, route: Route, labelled: groundtruth.Labelled, masks: dict
         return
     number = int(stem.split("_", 1)[0])
     kind = augment.KINDS[number % len(augment.KINDS)]
-    inpainted = defects.remove(route, labelled.image, masks, removed)
+    inpainted = defects.remove(fill, labelled.image, masks, removed)
     _save(out / split / "masks" / f"{stem}.png", defects.anomaly_mask(masks, removed, labelled.color_map))
     # Train and test may remove the same classes at the same index: their variants must differ.
     variant = number + 1000 * SPLITS.index(split)
     _save(out / split / name, augment.augment(inpainted, kind, variant, settings.seed + 1, geometric=False))
 
 
-def build(out: Path, route: Route, labelled: groundtruth.Labelled, settings: Settings) -> dict[str, int]:
+def build(out: Path, fill: defects.Inpainter, labelled: groundtruth.Labelled, settings: Settings) -> dict[str, int]:
     """Produce every missing image; returns how many were made now and how many exist."""
     masks = groundtruth.class_masks(labelled)
     planned = tasks(labelled, settings)
@@ -98,7 +100,7 @@ def build(out: Path, route: Route, labelled: groundtruth.Labelled, settings: Set
         for task in planned:
             if not (out / task[0] / task[1]).exists():
                 try:
-                    produce(out, route, labelled, masks, task, settings)
+                    produce(out, fill, labelled, masks, task, settings)
                 except RequestError as error:
                     done = sum((out / split / name).exists() for split, name, _ in planned)
                     raise PipelineInterrupted(f"the inpainting server failed: {error}\n{done} of {len(planned)} "
@@ -157,19 +159,26 @@ def upload(out: Path, s3_prefix: str, region: str | None) -> int:
     return len(files)
 
 
-def labels(path: Path | None, out: Path, seed: int) -> groundtruth.Labelled:
-    if path is not None:
-        return groundtruth.read(path)
-    board = render(seed)
-    manifest = groundtruth.write(out / "source", board.image, board.mask, board.color_map)
-    return groundtruth.read(manifest)
+def labels(product: Product) -> groundtruth.Labelled:
+    """The product's labelled photo; its colour map must still be the product's."""
+    if not product.labels:
+        raise ProductError(f"product {product.name} was not defined from a labelled photo (python -m products "
+                           "define --labels): there is nothing to remove components from")
+    labelled = groundtruth.read(Path(product.labels))
+    if labelled.color_map != product.color_map:
+        raise ProductError(f"{product.labels} now has classes {', '.join(labelled.color_map)}, not the product "
+                           f"{product.name}'s {', '.join(product.color_map)}; define the product again")
+    return labelled
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m defect_data.pipeline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--product", required=True, help="the product's name in --products-store, or its product.json")
+    parser.add_argument("--products-store", type=Path, default=DEFAULT_STORE)
     parser.add_argument("--out", type=Path, default=Path("build/dataset"))
-    parser.add_argument("--labels", type=Path, help="a Ground Truth output.manifest (default: the sample board)")
+    parser.add_argument("--lama-weights", type=Path,
+                        help="remove components in-process with this LaMa checkpoint (default: the served ensemble_lama)")
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--normals-per-kind", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -177,16 +186,19 @@ def main(argv: list[str] | None = None) -> int:
     add_route_arguments(parser)
     args = parser.parse_args(argv)
     settings = Settings(args.per_class, args.normals_per_kind, args.seed)
+    from builders.declaration import WeightsError
     from sagemaker_deploy.aws import AwsError
 
     try:
-        labelled = labels(args.labels, args.out, args.seed)
-        counts = build(args.out, route_from_arguments(parser, args), labelled, settings)
+        labelled = labels(find(args.product, args.products_store))
+        fill = defects.in_process(args.lama_weights) if args.lama_weights else \
+            defects.served(route_from_arguments(parser, args))
+        counts = build(args.out, fill, labelled, settings)
         base = args.s3.rstrip("/") if args.s3 else str(args.out.resolve())
         written = write_manifests(args.out, labelled, settings, base)
         record = version_record(args.out, labelled, settings)
         uploaded = upload(args.out, args.s3, args.region) if args.s3 else 0
-    except (groundtruth.LabelError, PipelineInterrupted, AwsError, OSError) as error:
+    except (groundtruth.LabelError, ProductError, WeightsError, PipelineInterrupted, AwsError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"{counts['made']} images made now, {counts['planned']} in the dataset {args.out} "

@@ -10,7 +10,7 @@
     python -m sagemaker_deploy --region R add-model --repository build/gpu --endpoint factory --pipeline ensemble_lama
     python -m sagemaker_deploy --region R invoke-async --endpoint lama --input-prefix s3://B/lama/input IMAGE MASK -o OUT.png
     python -m sagemaker_deploy --region R promote --package ARN --staging-endpoint vision-staging --endpoint vision \\
-        --test-dataset build/dataset-unseen --role ARN [--min-parent-f1 0.9 --p95-ms 2000 ...]
+        --test-dataset build/dataset-unseen --product pcb --role ARN [--min-parent-f1 0.9 --p95-ms 2000 ...]
     python -m sagemaker_deploy --region R teardown [--endpoint vision] [--delete-artifacts s3://B/prefix]
 
 Real-time requests go through the clients: python -m clients.classify IMAGE --protocol sagemaker-endpoint
@@ -30,6 +30,7 @@ from sagemaker_deploy.deploy import DEFAULT_INSTANCE, DEFAULT_TRITON_VERSION, De
 from sagemaker_deploy.model_registry import RegistryError
 from sagemaker_deploy.multi_model import add_model, deploy_multi_model, package_pipelines
 from sagemaker_deploy.package import PackageError, make_archive
+from products import ProductError, find
 from sagemaker_deploy.promote import Gate, GateFailed, PromoteError, PromoteRequest, promote
 from sagemaker_deploy.rollout import AlarmLimits, RolloutError, TrafficShift, release_to_production
 
@@ -92,7 +93,9 @@ def _promote_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--staging-endpoint", required=True, help="where the acceptance checks run")
     parser.add_argument("--endpoint", required=True, help="production: released to only when every check passes")
     parser.add_argument("--test-dataset", type=Path, required=True,
-                        help="a defect_data.pipeline folder generated with a seed training never saw")
+                        help="a Lookout-format dataset of the product that training never saw")
+    parser.add_argument("--product", required=True, help="the product the package inspects (name or product.json)")
+    parser.add_argument("--products-store", type=Path, default=Path("build/products"))
     parser.add_argument("--role", required=True, help="SageMaker execution role ARN")
     parser.add_argument("--instance-type", default=DEFAULT_INSTANCE)
     parser.add_argument("--min-parent-f1", type=float, default=Gate.parent_f1)
@@ -112,7 +115,8 @@ def promote_request(args: argparse.Namespace, region: str) -> PromoteRequest:
                           instance_type=args.instance_type, instance_count=args.instances, gate=gate,
                           report_dir=args.report_dir, shift=traffic_shift(args),
                           limits=AlarmLimits(args.max_5xx, args.p99_ms, args.alarm_period_s),
-                          max_instances=args.max_instances, poll_s=args.poll_s, wait_timeout_s=args.wait_timeout_s)
+                          max_instances=args.max_instances, poll_s=args.poll_s, wait_timeout_s=args.wait_timeout_s,
+                          product=find(args.product, args.products_store))
 
 
 def traffic_shift(args: argparse.Namespace) -> TrafficShift:
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args, aws)
     except (AwsError, DeployFailed, PackageError, AsyncFailed, RolloutError, RegistryError, PromoteError,
-            GateFailed) as error:
+            ProductError, GateFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -225,6 +225,20 @@ def removed_on_failure(aws: Aws, created: Created) -> Iterator[None]:
         raise
 
 
+def refuse_existing_endpoint(aws: Aws, endpoint: str) -> None:
+    """A deploy creates an endpoint: refused, before anything is uploaded, when the name is taken.
+
+    AWS refuses CreateEndpoint for an existing name ("Cannot create already existing
+    endpoint"), and the clean-up of the failed deploy would then remove what it uploaded; a
+    deploy must never touch what a live endpoint serves.
+    """
+    existing = [entry for entry in aws.pages("sagemaker", "list_endpoints", "Endpoints", NameContains=endpoint)
+                if entry.get("EndpointName") == endpoint]
+    if existing:
+        raise DeployFailed(f"endpoint {endpoint} already exists ({existing[0].get('EndpointStatus', '?')}): deploy "
+                           "creates a new endpoint; release to it with update or rollout, or remove it with teardown")
+
+
 def start_endpoint(aws: Aws, created: Created, request: DeployRequest, release: Release) -> None:
     aws.call("sagemaker", "create_endpoint", EndpointName=request.endpoint, EndpointConfigName=release.name,
              Tags=ownership_tags(request.endpoint))
@@ -234,6 +248,7 @@ def start_endpoint(aws: Aws, created: Created, request: DeployRequest, release: 
 
 def deploy(aws: Aws, request: DeployRequest) -> Release:
     """Package, upload, create model + endpoint config + endpoint, wait; on failure remove it all."""
+    refuse_existing_endpoint(aws, request.endpoint)
     created = Created()
     with removed_on_failure(aws, created):
         release = new_release(aws, created, request)

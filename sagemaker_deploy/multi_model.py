@@ -17,7 +17,8 @@ from pathlib import Path
 from builders.config import parse
 from sagemaker_deploy.aws import Aws, s3_tagging
 from sagemaker_deploy.deploy import (Created, DeployRequest, Release, create_endpoint_config, create_model,
-                                     image_uri, release_name, removed_on_failure, start_endpoint)
+                                     image_uri, refuse_existing_endpoint, release_name, removed_on_failure,
+                                     start_endpoint)
 from sagemaker_deploy.package import PackageError, check_repository, make_archive
 
 ARCHIVE_SUFFIX = ".tar.gz"
@@ -63,9 +64,10 @@ def package_pipelines(repository: Path, out_dir: Path, pipelines: list[str] | No
     return packed
 
 
-def models_prefix(request: DeployRequest) -> str:
-    """The S3 prefix of a multi-model endpoint's archives: its model's ModelDataUrl."""
-    key = "/".join(part for part in (request.prefix.strip("/"), request.endpoint, "models") if part)
+def models_prefix(request: DeployRequest, release: str) -> str:
+    """The S3 prefix of a multi-model endpoint's archives (its model's ModelDataUrl), one per release:
+    a new release never writes where a live one loads from."""
+    key = "/".join(part for part in (request.prefix.strip("/"), request.endpoint, release, "models") if part)
     return f"s3://{request.bucket}/{key}/"
 
 
@@ -80,6 +82,7 @@ def upload_archive(aws: Aws, created: Created, archive: Path, prefix_url: str, e
 
 def deploy_multi_model(aws: Aws, request: DeployRequest, pipelines: list[str] | None = None) -> Release:
     """One endpoint, ``Mode: MultiModel``, every pipeline's archive under one S3 prefix; on failure remove it all."""
+    refuse_existing_endpoint(aws, request.endpoint)
     created = Created()
     with removed_on_failure(aws, created):
         archives = request.workdir / "archives"
@@ -87,10 +90,11 @@ def deploy_multi_model(aws: Aws, request: DeployRequest, pipelines: list[str] | 
                                    request.allow_cpu_target)
         image = image_uri(request.region, request.triton_version, request.instance_type)
         aws.say(f"Triton image for {request.region}: {image}")
-        prefix_url = models_prefix(request)
-        for name in packed:
-            upload_archive(aws, created, archives / name, prefix_url, request.endpoint)
-        release = Release(release_name(request.endpoint), prefix_url, image, {}, request.endpoint, mode="MultiModel")
+        name = release_name(request.endpoint)
+        prefix_url = models_prefix(request, name)
+        for archive in packed:
+            upload_archive(aws, created, archives / archive, prefix_url, request.endpoint)
+        release = Release(name, prefix_url, image, {}, request.endpoint, mode="MultiModel")
         create_model(aws, created, release, request.role)
         create_endpoint_config(aws, created, release, request.instance_type, instance_count=request.instance_count)
         start_endpoint(aws, created, request, release)

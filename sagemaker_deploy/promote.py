@@ -24,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from products import Product
 from sagemaker_deploy.aws import Aws, AwsError
 from sagemaker_deploy.deploy import (DEFAULT_INSTANCE, DeployFailed, DeployRequest, Release, deploy, owned,
                                      teardown, update)
 from sagemaker_deploy.model_registry import Package, require_approved
 from sagemaker_deploy.rollout import AlarmLimits, TrafficShift, release_to_production, settle
 
-PIPELINE = "defect_inspection"
-TEST_MANIFESTS = ("train.manifest", "test.manifest")  # an unseen dataset is all test data
 
 
 class GateFailed(RuntimeError):
@@ -58,9 +57,10 @@ class PromoteRequest:
     package: str  # model package ARN
     staging_endpoint: str
     endpoint: str  # production
-    test_dataset: Path  # a defect_data.pipeline folder made with a seed training never saw
+    test_dataset: Path  # a Lookout-format dataset of the product training never saw (all of it tests)
     role: str
     region: str
+    product: Product | None = None  # what the package inspects (required; a keyword for readability)
     bucket: str = ""  # not written to: a package's archive is in S3 already
     instance_type: str = DEFAULT_INSTANCE
     instance_count: int = 1
@@ -74,7 +74,8 @@ class PromoteRequest:
 
     def deploy_request(self, package: Package, endpoint: str, instance_count: int = 1) -> DeployRequest:
         packaged = Release(f"package-{package.number}", package.model_data_url, package.image, dict(package.environment or {}))
-        return DeployRequest(Path(), endpoint, self.bucket, self.role, self.region, default_model=PIPELINE,
+        return DeployRequest(Path(), endpoint, self.bucket, self.role, self.region,
+                             default_model=f"{self.product.name}_inspection",
                              instance_type=self.instance_type, wait_timeout_s=self.wait_timeout_s,
                              poll_s=self.poll_s, instance_count=instance_count, packaged=packaged)
 
@@ -91,10 +92,12 @@ class Check:
 def promote(aws: Aws, request: PromoteRequest) -> Path:
     """Staging, the checks, then production; returns the Markdown report. GateFailed when a check fails."""
     package = require_approved(aws, request.package)
-    examples = unseen_examples(request.test_dataset)  # a dataset that cannot test fails before any deploy
+    if request.product is None:
+        raise PromoteError("name the product the package inspects (--product)")
+    examples = unseen_examples(request.test_dataset, request.product)  # fails before any deploy
     staging = request.deploy_request(package, request.staging_endpoint)
     ready_staging(aws, staging, package)
-    checks = acceptance_checks(request.staging_endpoint, request.region, examples, request.gate)
+    checks = acceptance_checks(request.staging_endpoint, request.region, request.product, examples, request.gate)
     report = write_report(request.report_dir, package, request, checks)
     failed = [check for check in checks if not check.passed]
     if failed:
@@ -160,17 +163,19 @@ def ready_staging(aws: Aws, staging: DeployRequest, package: Package) -> None:
 
 
 # -- the acceptance checks --------------------------------------------------------------
-def unseen_examples(dataset: Path):
-    """The unseen test set, quality-checked; PromoteError unless it has normals and anomalies."""
+def unseen_examples(dataset: Path, product: Product):
+    """The unseen test set, checked by Lookout's rules; PromoteError unless it has normals and anomalies."""
     from defect_classifier import data
+    from defect_data import lookout
 
-    manifests = [Path(dataset) / name for name in TEST_MANIFESTS if (Path(dataset) / name).is_file()]
-    lines = [line for manifest in manifests for line in data.read_manifest(manifest)]
-    examples, _ = data.quality_check(lines)
+    try:
+        examples, _ = data.drop_duplicates(data.read(dataset, product, lookout.Reader()))
+    except data.DatasetError as error:
+        raise PromoteError(f"the test dataset cannot test: {error}") from None
     verdicts = {example.anomaly for example in examples}
     if verdicts != {False, True}:
         raise PromoteError(f"the test dataset {dataset} has {len(examples)} usable images, not both normal and "
-                           f"anomalous ones: pass a defect_data.pipeline folder (--test-dataset)")
+                           f"anomalous ones: pass a dataset of the product training never saw (--test-dataset)")
     return examples
 
 
@@ -180,16 +185,15 @@ def _route(endpoint: str, region: str):
     return Route("sagemaker-endpoint", "", endpoint_name=endpoint, region=region)
 
 
-def acceptance_checks(endpoint: str, region: str, examples, gate: Gate) -> list[Check]:
+def acceptance_checks(endpoint: str, region: str, product: Product, examples, gate: Gate) -> list[Check]:
     route = _route(endpoint, region)
     good_image = Path(examples[0].path).read_bytes()
-    return [*accuracy_checks(route, examples, gate), latency_check(route, good_image, gate),
-            bad_input_check(endpoint, region, good_image)]
+    return [*accuracy_checks(route, product, examples, gate), latency_check(route, product, good_image, gate),
+            bad_input_check(endpoint, region, product, good_image)]
 
 
-def accuracy_checks(route, examples, gate: Gate) -> list[Check]:
+def accuracy_checks(route, product: Product, examples, gate: Gate) -> list[Check]:
     """Parent F1 and child macro F1 of the endpoint's answers on the unseen set (defect_classifier.evaluation)."""
-    from builders.defect_architecture import CLASSES
     from clients.inspect import inspect
     from clients.protocols import RequestError
     from defect_classifier import data, evaluation
@@ -197,7 +201,7 @@ def accuracy_checks(route, examples, gate: Gate) -> list[Check]:
     answers, errors = [], []
     for example in examples:
         try:
-            answers.append(inspect(route, Path(example.path).read_bytes()))
+            answers.append(inspect(route, product.name, Path(example.path).read_bytes(), bool(product.classes)))
         except RequestError as error:
             errors.append(f"{example.path}: {error}")
     if errors:
@@ -206,11 +210,15 @@ def accuracy_checks(route, examples, gate: Gate) -> list[Check]:
         return [Check("test set", False, {"errors": len(errors)}, {"errors": 0}, detail)]
     truth = np.array([example.anomaly for example in examples])
     parent = evaluation.parent_report(truth, np.array([answer.anomaly_score for answer in answers]))
-    anomalous = [index for index, example in enumerate(examples) if example.anomaly]
-    missing = np.array([[answers[index].missing.get(name, 0.0) for name in CLASSES] for index in anomalous])
-    child = evaluation.child_report(data.missing_matrix([examples[index] for index in anomalous]), missing)
-    return [_threshold("parent F1", parent["f1"], gate.parent_f1, len(examples)),
-            _threshold("child macro F1", child["f1"], gate.child_f1, len(anomalous))]
+    checks = [_threshold("parent F1", parent["f1"], gate.parent_f1, len(examples))]
+    anomalous = [index for index, example in enumerate(examples) if example.anomaly and example.mask is not None]
+    if product.classes and anomalous:
+        found = np.array([[answers[index].missing.get(name, 0.0) for name in product.class_names]
+                          for index in anomalous])
+        child = evaluation.child_report(data.class_matrix([examples[index] for index in anomalous], product), found,
+                                        product.class_names)
+        checks.append(_threshold("child macro F1", child["f1"], gate.child_f1, len(anomalous)))
+    return checks
 
 
 def _threshold(name: str, value: float, minimum: float, count: int) -> Check:
@@ -219,7 +227,7 @@ def _threshold(name: str, value: float, minimum: float, count: int) -> Check:
     return Check(name, passed, {"f1": round(value, 4), "images": count}, {"min_f1": minimum}, detail)
 
 
-def latency_check(route, image: bytes, gate: Gate) -> Check:
+def latency_check(route, product: Product, image: bytes, gate: Gate) -> Check:
     """p95 of ``load_requests`` requests, ``load_concurrency`` at a time, against the budget."""
     from clients.inspect import inspect
     from clients.protocols import RequestError
@@ -227,7 +235,7 @@ def latency_check(route, image: bytes, gate: Gate) -> Check:
     def timed(_):
         started = time.perf_counter()
         try:
-            inspect(route, image)
+            inspect(route, product.name, image, bool(product.classes))
         except RequestError:
             return None
         return (time.perf_counter() - started) * 1000
@@ -246,7 +254,7 @@ def latency_check(route, image: bytes, gate: Gate) -> Check:
     return Check("latency", passed, measured, {"p95_ms": gate.p95_ms, "failed": 0}, detail)
 
 
-def _invoke(runtime, endpoint: str, image: bytes) -> int:
+def _invoke(runtime, endpoint: str, product: Product, image: bytes) -> int:
     """The status a client sees: 200, the container's own status inside a ModelError, or the API's."""
     import botocore.exceptions
 
@@ -255,7 +263,7 @@ def _invoke(runtime, endpoint: str, image: bytes) -> int:
     from clients.protocols import sagemaker_body
 
     body, content_type = sagemaker_body({defect_inspection.INPUT.name: encoded_batch([image])},
-                                        [output.name for output in defect_inspection.OUTPUTS], binary=True)
+                                        [output.name for output in defect_inspection.outputs(product)], binary=True)
     try:
         runtime.invoke_endpoint(EndpointName=endpoint, ContentType=content_type, Body=body)["Body"].read()
     except botocore.exceptions.ClientError as error:
@@ -263,15 +271,15 @@ def _invoke(runtime, endpoint: str, image: bytes) -> int:
     return 200
 
 
-def bad_input_check(endpoint: str, region: str, good_image: bytes) -> Check:
+def bad_input_check(endpoint: str, region: str, product: Product, good_image: bytes) -> Check:
     """A truncated image gets a 4xx (the client's fault, not a 5xx), and a good request right after works."""
     import boto3
     import botocore.config
 
     runtime = boto3.session.Session().client("sagemaker-runtime", region_name=region,
                                              config=botocore.config.Config(retries={"max_attempts": 1}))
-    corrupt_status = _invoke(runtime, endpoint, good_image[:200])
-    after_status = _invoke(runtime, endpoint, good_image)
+    corrupt_status = _invoke(runtime, endpoint, product, good_image[:200])
+    after_status = _invoke(runtime, endpoint, product, good_image)
     passed = 400 <= corrupt_status < 500 and after_status == 200
     detail = (f"bad input: a corrupt image got HTTP {corrupt_status} (want 4xx), a good image right after got "
               f"HTTP {after_status} (want 200)")

@@ -32,6 +32,7 @@ from pathlib import Path
 import boto3
 import requests
 from moto.core.responses import ActionResult
+from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.models import SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
 from moto.server import ThreadedMotoServer
@@ -136,6 +137,9 @@ class LocalSageMaker:
         original_delete = SageMakerModelBackend.delete_endpoint
 
         def create_endpoint(backend, endpoint_name, endpoint_config_name, tags):
+            if endpoint_name in backend.endpoints:  # moto 5.2.5 would replace it; SageMaker refuses
+                raise ValidationError(f'Cannot create already existing endpoint '
+                                      f'"{backend.endpoints[endpoint_name].arn}".')
             endpoint = original_create(backend, endpoint_name, endpoint_config_name, tags)
             emulator._set_status(endpoint, "Creating")  # "Creating: CreateEndpoint is executing."
             threading.Thread(target=emulator._bring_up, args=(endpoint, endpoint_config_name, False),

@@ -9,15 +9,41 @@ from builders.declaration import BuildOptions
 from builders.repository import build_repository
 from builders.ensemble_dali_inception import NAME as ENSEMBLE
 from local_server import TritonServer
+from products import Product, find
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
+SAMPLE_PRODUCT = "pcb"
+
+
+def define_sample_board(folder: Path) -> Path:
+    """The sample board as a user defines a product: labels from its renderer, then ``products define``;
+    returns the product store."""
+    from defect_data.pcb import main as label_board
+    from products.__main__ import main as products_main
+
+    assert label_board(["--out", str(folder / "pcb-labels")]) == 0
+    store = folder / "products"
+    assert products_main(["--store", str(store), "define", "--name", SAMPLE_PRODUCT,
+                          "--labels", str(folder / "pcb-labels" / "output.manifest")]) == 0
+    return store
 
 
 @pytest.fixture(scope="session")
-def cpu_repository(tmp_path_factory) -> Path:
+def product_store(tmp_path_factory) -> Path:
+    return define_sample_board(tmp_path_factory.mktemp("sample-product"))
+
+
+@pytest.fixture(scope="session")
+def board(product_store) -> Product:
+    """The sample board's product definition."""
+    return find(SAMPLE_PRODUCT, product_store)
+
+
+@pytest.fixture(scope="session")
+def cpu_repository(tmp_path_factory, board) -> Path:
     repository = tmp_path_factory.mktemp("repository") / "cpu"
-    build_repository(repository, BuildOptions(target="cpu"))
+    build_repository(repository, BuildOptions(target="cpu", products=(board,)))
     return repository
 
 
@@ -69,21 +95,22 @@ def aws(local_sagemaker, monkeypatch):
     return Aws("us-east-1", say=lambda line: None)
 
 
-def make_defect_datasets(server, root: Path, per_class: int, normals: int) -> dict[str, Path]:
-    """A defect dataset (seed 0) and a test dataset of the same board made with seed 1, half the size,
-    both through the served LaMa."""
+def make_defect_datasets(server, store: Path, root: Path, per_class: int, normals: int) -> dict[str, Path]:
+    """A defect dataset of the sample board (seed 0) and a test dataset made with seed 1, half the
+    anomalies, both through the served LaMa; the test set keeps Lookout's minimum of 10 normals."""
     from defect_data.pipeline import main as dataset_main
 
     train, test = root / "train", root / "unseen"
+    product = ["--product", SAMPLE_PRODUCT, "--products-store", str(store), "--url", server.http_url]
     assert dataset_main(["--out", str(train), "--per-class", str(per_class), "--normals-per-kind", str(normals),
-                         "--url", server.http_url]) == 0
-    assert dataset_main(["--out", str(test), "--labels", str(train / "source" / "output.manifest"), "--seed", "1",
-                         "--per-class", str(max(1, per_class // 2)), "--normals-per-kind", str(max(1, normals // 2)),
-                         "--url", server.http_url]) == 0
+                         *product]) == 0
+    assert dataset_main(["--out", str(test), "--seed", "1", "--per-class", str(max(1, per_class // 2)),
+                         "--normals-per-kind", str(max(3, normals // 2)), *product]) == 0
     return {"train": train, "test": test}
 
 
 @pytest.fixture(scope="session")
-def datasets(server, tmp_path_factory) -> dict[str, Path]:
+def datasets(server, product_store, tmp_path_factory) -> dict[str, Path]:
     """The defect datasets the classifier and release tests train and test on, made once per session."""
-    return make_defect_datasets(server, tmp_path_factory.mktemp("defect-datasets"), per_class=4, normals=4)
+    return make_defect_datasets(server, product_store, tmp_path_factory.mktemp("defect-datasets"), per_class=4,
+                                normals=4)

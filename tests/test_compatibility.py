@@ -15,6 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from builders import defect_inspection
 from builders.declaration import BuildOptions
 from builders.repository import build_repository
 from sagemaker_deploy import compatibility
@@ -22,14 +23,14 @@ from sagemaker_deploy.__main__ import main as deploy_main
 from sagemaker_deploy.deploy import DEFAULT_TRITON_VERSION
 from sagemaker_deploy.package import PackageError, check_repository
 
-PIPELINES = ("ensemble_dali_inception", "ensemble_lama", "defect_inspection")
+PIPELINES = ("ensemble_dali_inception", "ensemble_lama")  # and the sample board's defect_inspection.name(board)
 SDK_CONFIG = "sagemaker/core/image_uri_config/sagemaker-tritonserver.json"
 
 
 @pytest.fixture(scope="module")
-def gpu_repository(tmp_path_factory) -> Path:
+def gpu_repository(board, tmp_path_factory) -> Path:
     repository = tmp_path_factory.mktemp("compat") / "gpu"
-    build_repository(repository, BuildOptions(target="gpu"))
+    build_repository(repository, BuildOptions(target="gpu", products=(board,)))
     return repository
 
 
@@ -57,8 +58,8 @@ def test_table_covers_exactly_the_versions_the_sagemaker_sdk_lookup_knows():
     assert set(compatibility.IMAGES) == set(json.loads(config.read_text())["versions"])
 
 
-def test_default_image_reads_every_artifact_of_the_gpu_repository(gpu_repository):
-    for pipeline in PIPELINES:  # a refused artifact raises PackageError naming it
+def test_default_image_reads_every_artifact_of_the_gpu_repository(gpu_repository, board):
+    for pipeline in (*PIPELINES, defect_inspection.name(board)):  # a refused artifact raises PackageError naming it
         needed, _ = check_repository(gpu_repository, pipeline, DEFAULT_TRITON_VERSION)
         assert pipeline in needed and len(needed) > 1
 

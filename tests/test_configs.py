@@ -11,6 +11,7 @@ from builders.__main__ import main as build_main
 from builders.config import model_config, parse, render
 from builders.declaration import Accelerator, BuildOptions, Serving
 from builders.repository import build_repository, declarations
+from products import in_repository
 from tests.conftest import ROOT
 
 COMMITTED = ROOT / "model_repository"
@@ -21,7 +22,9 @@ def committed_files() -> list[Path]:
 
 
 def test_rebuilding_gpu_configs_reproduces_the_committed_repository_byte_for_byte(tmp_path):
-    build_repository(tmp_path / "gpu", BuildOptions(target="gpu", configs_only=True))
+    products = tuple(in_repository(COMMITTED))
+    assert [product.name for product in products] == ["pcb"]
+    build_repository(tmp_path / "gpu", BuildOptions(target="gpu", configs_only=True, products=products))
     rebuilt = sorted(p.relative_to(tmp_path / "gpu") for p in (tmp_path / "gpu").rglob("*") if p.is_file())
     assert rebuilt == committed_files()
     for relative in rebuilt:
@@ -30,10 +33,16 @@ def test_rebuilding_gpu_configs_reproduces_the_committed_repository_byte_for_byt
 
 @pytest.mark.parametrize("target", ["gpu", "cpu"])
 @pytest.mark.parametrize("inception_format", ["onnx", "graphdef"])
-def test_every_generated_config_parses_with_the_model_config_schema(target, inception_format):
-    for model in declarations(BuildOptions(target=target, inception_format=inception_format)):
+def test_every_generated_config_parses_with_the_model_config_schema(target, inception_format, board):
+    for model in declarations(BuildOptions(target=target, inception_format=inception_format, products=(board,))):
         text = render(model_config(model, target))
         assert render(parse(text)) == text
+
+
+def test_the_committed_sample_product_is_what_its_renderers_labels_define(board):
+    (committed,) = in_repository(COMMITTED)
+    assert committed.same_classes(board) and (committed.height, committed.width) == (board.height, board.width) \
+        == (240, 320)
 
 
 def test_committed_configs_parse_and_name_their_folder():
@@ -57,8 +66,9 @@ def test_gpu_dali_config_uses_the_dali_backend_with_ragged_batching_and_gpu_inst
 
 
 @pytest.mark.parametrize("target", ["gpu", "cpu"])
-def test_no_ensemble_takes_a_larger_batch_than_any_of_its_steps(target):
-    configs = {model.name: model_config(model, target) for model in declarations(BuildOptions(target=target))}
+def test_no_ensemble_takes_a_larger_batch_than_any_of_its_steps(target, board):
+    configs = {model.name: model_config(model, target)
+               for model in declarations(BuildOptions(target=target, products=(board,)))}
     ensembles = [config for config in configs.values() if config.platform == "ensemble"]
     assert len(ensembles) >= 3
     for ensemble in ensembles:

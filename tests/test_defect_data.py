@@ -112,12 +112,12 @@ def test_file_names_record_the_removed_classes():
 
 def test_components_are_removed_through_the_served_lama_and_the_rest_is_untouched(server):
     from clients.protocols import Route
-    from defect_data.defects import anomaly_mask, hole, remove
+    from defect_data.defects import anomaly_mask, hole, remove, served
 
     board = render(2)
     masks = groundtruth.class_masks(groundtruth.Labelled(board.image, board.mask, board.color_map))
     removed = ("IC", "capacitor2")
-    result = remove(Route("http-binary", server.http_url), board.image, masks, removed)
+    result = remove(served(Route("http-binary", server.http_url)), board.image, masks, removed)
     outside = hole(masks, removed) == 0
     assert np.array_equal(result[outside], board.image[outside])
     assert not np.array_equal(result[~outside], board.image[~outside])
@@ -152,7 +152,7 @@ def test_hole_metrics_are_perfect_for_a_perfect_fill_and_worse_for_a_flat_one():
     from defect_data.train_lama import hole_psnr, hole_ssim, random_hole
 
     truth = render(1, components=False).image
-    hole = random_hole(*truth.shape[:2], np.random.default_rng(0))
+    hole = random_hole(*truth.shape[:2], np.random.default_rng(0), box_size=(20, 60))
     flat = truth.copy()
     flat[hole > 0] = truth[hole > 0].mean(axis=0).astype(np.uint8)
     assert hole_psnr(truth, truth, hole) > 100 and hole_ssim(truth, truth, hole) == pytest.approx(1.0)
@@ -168,10 +168,12 @@ def test_a_trained_small_lama_checkpoint_is_served_by_the_builders(tmp_path):
     from defect_data.train_lama import SMALL_LAMA, evaluate, save, train
     from local_server import TritonServer
 
-    generator, losses = train(steps=3, batch_size=2, boards=3)
+    board = render(0)
+    labelled = groundtruth.read(groundtruth.write(tmp_path / "labels", board.image, board.mask, board.color_map))
+    generator, losses = train(labelled, steps=3, batch_size=2)
     assert len(losses) == 3 and all(np.isfinite(losses))
-    report = evaluate(generator, boards=2)
-    assert set(report) == {"lama", "telea", "boards"} and report["telea"]["psnr"] > 10
+    report = evaluate(generator, labelled, holes=2)
+    assert set(report) == {"lama", "telea", "holes"} and report["holes"] == 2 and report["telea"]["psnr"] > 10
     checkpoint = save(generator, SMALL_LAMA, tmp_path / "lama-small.pt", report)
     repository = tmp_path / "repository"
     build_repository(repository, BuildOptions(lama_weights=checkpoint, models=("lama",)))
@@ -187,3 +189,64 @@ def test_a_trained_small_lama_checkpoint_is_served_by_the_builders(tmp_path):
         expected = generator(torch.cat([torch.from_numpy(image) * (1 - hole), hole], 1))
         expected = (hole * expected + (1 - hole) * torch.from_numpy(image)).numpy()
     assert np.abs(served - expected).max() < 1e-4
+
+
+def _bright_parts_on_dark_texture() -> groundtruth.Labelled:
+    """A photo whose components are white on a dark texture, so that they are known by brightness alone."""
+    rng = np.random.default_rng(4)
+    image = rng.integers(20, 50, (200, 260, 3)).astype(np.uint8)
+    mask = np.full((200, 260, 3), 255, np.uint8)
+    for (top, left, bottom, right), colour in (((30, 40, 90, 120), (255, 0, 0)), ((120, 150, 150, 230), (0, 0, 255))):
+        image[top:bottom, left:right] = 255
+        mask[top:bottom, left:right] = colour
+    return groundtruth.Labelled(image, mask, {"BACKGROUND": "#ffffff", "chip": "#ff0000", "resistor": "#0000ff"})
+
+
+def test_training_batches_put_no_loss_weight_on_component_pixels():
+    from defect_data.train_lama import HOLE_WEIGHT, TrainingSource, training_batch
+
+    source = TrainingSource.of(_bright_parts_on_dark_texture())
+    assert source.crop == 128 and source.box_size == (30, 76)  # the parts' sides, 30..80, clamped to 0.6 x 128
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        image, hole, weight = training_batch(source, 8, rng)
+        assert image.shape == (8, 3, 128, 128) and hole.shape == weight.shape == (8, 1, 128, 128)
+        part = (image.mean(dim=1, keepdim=True) > 0.5).numpy()  # augmented, rotated, scaled: still bright
+        assert part.any(), "the crops should show components"
+        assert np.all(weight.numpy()[part] == 0)
+        inside, outside = weight[(hole > 0) & (weight > 0)], weight[(hole == 0) & (weight > 0)]
+        assert len(inside) and np.all(inside.numpy() == 1 + HOLE_WEIGHT) and np.all(outside.numpy() == 1)
+        covered = (hole * (weight == 0)).sum(dim=(1, 2, 3)) / hole.sum(dim=(1, 2, 3))
+        assert float(covered.mean()) < 0.5, "holes should mostly lie over background"
+
+
+def test_holes_are_free_form_strokes_and_boxes_sized_by_the_caller():
+    from defect_data.train_lama import random_hole
+
+    rng = np.random.default_rng(0)
+    boxes = strokes = 0
+    for _ in range(200):
+        hole = random_hole(128, 160, rng, box_size=(16, 40))
+        assert hole.dtype == np.float32 and hole.shape == (128, 160) and set(np.unique(hole)) == {0.0, 1.0}
+        assert hole.mean() <= 0.5
+        ys, xs = np.nonzero(hole)
+        filled = hole[ys.min():ys.max() + 1, xs.min():xs.max() + 1].mean()
+        if filled == 1:
+            assert 16 <= ys.max() - ys.min() + 1 <= 40 and 16 <= xs.max() - xs.min() + 1 <= 40
+            boxes += 1
+        elif filled < 0.8:
+            strokes += 1
+    assert boxes > 20 and strokes > 40, (boxes, strokes)
+
+
+def test_held_out_holes_lie_wholly_over_background():
+    from defect_data.train_lama import held_out_views
+
+    labelled = _bright_parts_on_dark_texture()
+    views = list(held_out_views(labelled, holes=6))
+    assert len(views) == 6
+    for truth, hole, parts in views:
+        assert truth.shape == labelled.image.shape and hole.shape == parts.shape == truth.shape[:2]
+        assert hole.sum() > 0 and not np.any((hole > 0) & (parts > 0))
+        assert truth[hole > 0].mean() < 128, "the truth under the hole is background texture"
+    assert not np.array_equal(views[0][0], views[1][0]), "every view is a different augmentation"

@@ -214,3 +214,14 @@ def test_any_exception_while_processing_async_is_written_as_a_failure(emulator, 
         EndpointName=endpoint, InputLocation=f"s3://{BUCKET}/no/such/input", ContentType="application/json")
     kind, body = outcome(emulator, answer["OutputLocation"], answer["FailureLocation"])
     assert kind == "failure" and body.decode().startswith("InternalFailure: ClientError")
+
+
+def test_create_endpoint_for_a_name_already_taken_is_refused_as_sagemaker_refuses_it(emulator, endpoint):
+    """moto 5.2.5 silently replaces the endpoint; SageMaker answers a ValidationException."""
+    import botocore.exceptions
+
+    sagemaker = client(emulator, "sagemaker")
+    config = sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+    with pytest.raises(botocore.exceptions.ClientError, match="Cannot create already existing endpoint"):
+        sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=config)
+    assert sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == "InService"

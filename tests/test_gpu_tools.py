@@ -14,7 +14,7 @@ def test_gpu_bench_quick_cpu_mode_times_both_lama_routes_and_the_defect_cnns_and
     report = json.loads((tmp_path / "gpu_bench.json").read_text())
     timed = {(row["model"], row["variant"]) for row in report["timings"]}
     assert {("lama TorchScript", "fft (exported)"), ("lama TorchScript", "matrix"),
-            ("defect_parent", "PyTorch eager"), ("defect_child", "PyTorch eager")} <= timed
+            ("pcb_parent", "PyTorch eager"), ("pcb_child", "PyTorch eager")} <= timed  # the sample board's
     assert all(row["p50_ms"] > 0 for row in report["timings"])
     checks = {row["check"]: row["result"] for row in report["checks"]}
     assert len(checks) == 6 and set(checks.values()) == {"pass"}

@@ -64,16 +64,27 @@ class Pipeline:
     inputs: Callable[[bytes], dict[str, bytes]]  # the image under test -> every input of a request
 
 
-PIPELINES = {
-    "classification": Pipeline(ensemble_dali_inception.NAME, ensemble_dali_inception.GUARD, dali.NAME,
-                               ensemble_dali_inception.OUTPUT.name,
-                               lambda image: {ensemble_dali_inception.INPUT.name: image}),
-    "defect": Pipeline(defect_inspection.NAME, defect_inspection.GUARD, defect_dali.NAME,
-                       defect_inspection.OUTPUTS[0].name, lambda image: {defect_inspection.INPUT.name: image}),
-    "lama": Pipeline(ensemble_lama.NAME, ensemble_lama.GUARD, lama_decode.NAME, ensemble_lama.INPAINTED.name,
-                     lambda image: {ensemble_lama.IMAGE.name: image,
-                                    ensemble_lama.MASK.name: encoded(np.zeros((64, 96), np.uint8))}),
-}
+PIPELINE_NAMES = ("classification", "defect", "lama")
+
+
+def pipelines_of(product) -> dict[str, Pipeline]:
+    """Every pipeline; the defect one is the product's."""
+    return {
+        "classification": Pipeline(ensemble_dali_inception.NAME, ensemble_dali_inception.GUARD, dali.NAME,
+                                   ensemble_dali_inception.OUTPUT.name,
+                                   lambda image: {ensemble_dali_inception.INPUT.name: image}),
+        "defect": Pipeline(defect_inspection.name(product), defect_inspection.guard(product),
+                           defect_dali.name(product), defect_inspection.outputs(product)[0].name,
+                           lambda image: {defect_inspection.INPUT.name: image}),
+        "lama": Pipeline(ensemble_lama.NAME, ensemble_lama.GUARD, lama_decode.NAME, ensemble_lama.INPAINTED.name,
+                         lambda image: {ensemble_lama.IMAGE.name: image,
+                                        ensemble_lama.MASK.name: encoded(np.zeros((64, 96), np.uint8))}),
+    }
+
+
+@pytest.fixture(scope="module")
+def pipelines(board) -> dict[str, Pipeline]:
+    return pipelines_of(board)
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +126,10 @@ def decodings(client, model: str) -> tuple[int, int]:
     return stats["inference_count"], stats["execution_count"]
 
 
-@pytest.mark.parametrize("name", PIPELINES)
-def test_image_declaring_more_pixels_than_the_limit_is_refused_with_a_400_before_decoding(client, bomb, name):
-    pipeline = PIPELINES[name]
+@pytest.mark.parametrize("name", PIPELINE_NAMES)
+def test_image_declaring_more_pixels_than_the_limit_is_refused_with_a_400_before_decoding(client, bomb, pipelines,
+                                                                                         name):
+    pipeline = pipelines[name]
     limit = pipeline.guard.max_pixels
     before = decodings(client, pipeline.decoder)
     message = refusal(client, pipeline, pipeline.inputs(bomb))
@@ -128,8 +140,8 @@ def test_image_declaring_more_pixels_than_the_limit_is_refused_with_a_400_before
     assert decodings(client, pipeline.decoder)[0] == before[0] + 1  # the count does move when an image is decoded
 
 
-def test_lama_mask_is_measured_too_and_its_side_limit_names_the_mask(client):
-    pipeline = PIPELINES["lama"]
+def test_lama_mask_is_measured_too_and_its_side_limit_names_the_mask(client, pipelines):
+    pipeline = pipelines["lama"]
     before = decodings(client, pipeline.decoder)
     long_mask = png_declaring(ensemble_lama.MAX_SIDE + 8, 16)
     long_image = encoded(np.full((16, ensemble_lama.MAX_SIDE + 8, 3), 128, np.uint8))
@@ -142,14 +154,14 @@ def test_lama_mask_is_measured_too_and_its_side_limit_names_the_mask(client):
     assert decodings(client, pipeline.decoder) == before
 
 
-def test_the_oversized_image_of_a_padded_batch_is_named_by_its_position(client, bomb):
-    pipeline = PIPELINES["classification"]
+def test_the_oversized_image_of_a_padded_batch_is_named_by_its_position(client, bomb, pipelines):
+    pipeline = pipelines["classification"]
     message = refusal(client, pipeline, {ensemble_dali_inception.INPUT.name: [photo_png(), bomb, photo_png(80, 40)]})
     assert "image 1 of the batch (input INPUT) is 20000x20000" in message
 
 
-def test_concurrent_good_requests_of_other_lengths_are_served_beside_refused_ones(server, bomb, photos):
-    pipeline = PIPELINES["classification"]
+def test_concurrent_good_requests_of_other_lengths_are_served_beside_refused_ones(server, bomb, photos, pipelines):
+    pipeline = pipelines["classification"]
 
     def one(image):  # one client per thread: tritonclient's are not thread-safe
         with httpclient.InferenceServerClient(server.http_url, network_timeout=120) as own:
@@ -174,9 +186,9 @@ def test_sagemaker_invocations_refuse_the_oversized_image_with_a_400(server, bom
     assert "over this model's limit of 16777216 pixels" in response.json()["error"]
 
 
-@pytest.mark.parametrize("name", PIPELINES)
-def test_gif_is_refused_as_an_unsupported_format_naming_the_formats_taken(client, name):
-    pipeline = PIPELINES[name]
+@pytest.mark.parametrize("name", PIPELINE_NAMES)
+def test_gif_is_refused_as_an_unsupported_format_naming_the_formats_taken(client, pipelines, name):
+    pipeline = pipelines[name]
     gif = encoded(np.zeros((64, 96, 3), np.uint8), "GIF")
     message = refusal(client, pipeline, pipeline.inputs(gif))
     assert "unsupported image format GIF; send JPEG, PNG, BMP, TIFF or WebP" in message
@@ -212,8 +224,8 @@ def strict_server(cpu_repository, tmp_path_factory):
         yield triton
 
 
-def test_a_lower_max_pixels_in_the_config_refuses_a_normal_photo(strict_server, photos):
-    pipeline = PIPELINES["classification"]
+def test_a_lower_max_pixels_in_the_config_refuses_a_normal_photo(strict_server, photos, pipelines):
+    pipeline = pipelines["classification"]
     with httpclient.InferenceServerClient(strict_server.http_url, network_timeout=120) as strict:
         message = refusal(strict, pipeline, {ensemble_dali_inception.INPUT.name: photos["chelsea"]})
         assert ("is 451x300 = 135300 pixels, over this model's limit of 100000 pixels "

@@ -25,9 +25,12 @@ from local_server import ServerError, TritonServer, bind_shim
 from local_server.__main__ import main as local_server_main, model_control_notice, parse_args, server_from_args
 from local_server.server import (GRPC_MODEL_CONTROL_HEADER, MODEL_CONTROL_HEADER, MODEL_CONTROL_KEY_VARIABLE,
                                  model_control_headers)
+from products import save as save_product
+from tests.conftest import SAMPLE_PRODUCT
 
 MODEL = "identity"
-REGISTRY_MODEL = "defect_parent"
+REGISTRY_MODEL = f"{SAMPLE_PRODUCT}_parent"
+PIPELINE_MODEL = f"{SAMPLE_PRODUCT}_inspection"  # its folder's product.json: what the registry serves
 KEY = "test-key-0123456789"
 LISTEN, TIME_WAIT = "0A", "06"
 
@@ -49,13 +52,16 @@ class TritonPythonModel:
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory) -> Path:
-    """Tiny python-backend models, the fastest repository to start a server on: ``identity``, and
-    the same model as the registry's ``defect_parent`` with three evaluated versions, 1 served."""
+def repository(board, tmp_path_factory) -> Path:
+    """Tiny python-backend models, the fastest repository to start a server on: ``identity``, the
+    same model as the sample board's registry model ``pcb_parent`` with three evaluated versions, 1
+    served, and as its ``pcb_inspection``, whose folder carries the product definition."""
     root = tmp_path_factory.mktemp("identity-repository")
-    (root / MODEL / "1").mkdir(parents=True)
-    (root / MODEL / "config.pbtxt").write_text(IDENTITY_CONFIG)
-    (root / MODEL / "1" / "model.py").write_text(IDENTITY_MODEL)
+    for name in (MODEL, PIPELINE_MODEL):
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "config.pbtxt").write_text(IDENTITY_CONFIG)
+        (root / name / "1" / "model.py").write_text(IDENTITY_MODEL)
+    save_product(board, root / PIPELINE_MODEL)
     registered = root / REGISTRY_MODEL
     registered.mkdir()
     (registered / "config.pbtxt").write_text(IDENTITY_CONFIG + "version_policy: { specific: { versions: [ 1 ] } }\n")

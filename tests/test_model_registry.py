@@ -39,12 +39,12 @@ def new_package(aws, pipeline: str, version: int) -> str:
 
 
 def test_registered_versions_wait_for_a_person_and_keep_their_local_version(aws):
-    first, second = new_package(aws, "defect_inspection", 2), new_package(aws, "defect_inspection", 3)
-    listed = packages(aws, "defect_inspection")
+    first, second = new_package(aws, "pcb_inspection", 2), new_package(aws, "pcb_inspection", 3)
+    listed = packages(aws, "pcb_inspection")
     assert [(p.arn, p.status, p.local_version) for p in listed] == [(first, PENDING, "2"), (second, PENDING, "3")]
-    assert listed[0].metrics_uri == "s3://models/defect_inspection/2/evaluation.json"
+    assert listed[0].metrics_uri == "s3://models/pcb_inspection/2/evaluation.json"
     assert listed[0].image == IMAGE and listed[0].environment["SAGEMAKER_TRITON_DEFAULT_MODEL_NAME"]
-    group = aws.call("sagemaker", "describe_model_package_group", ModelPackageGroupName=group_name("defect_inspection"))
+    group = aws.call("sagemaker", "describe_model_package_group", ModelPackageGroupName=group_name("pcb_inspection"))
     tags = aws.call("sagemaker", "list_tags", ResourceArn=group["ModelPackageGroupArn"])["Tags"]
     assert PROJECT_TAG in tags
 

@@ -18,7 +18,8 @@ import pytest
 import requests
 from PIL import Image
 
-from builders import defect_inspection, defect_router, ensemble_dali_inception, ensemble_lama
+from builders import (defect_child, defect_inspection, defect_parent, defect_router, ensemble_dali_inception,
+                      ensemble_lama)
 from builders.config import parse, render
 from clients import inspect as inspect_client
 from clients.classify import classify_scores
@@ -28,9 +29,13 @@ from defect_data.pcb import render as render_board
 from local_server.multi_model import MultiModelEndpoint
 from local_server.server import free_port
 from sagemaker_deploy.multi_model import package_pipelines, target_name
+from tests.conftest import SAMPLE_PRODUCT
 
+# The sample board's models (``Product.model``: ``<product>_<role>``).
+DEFECT_PIPELINE, ROUTER, PARENT, CHILD = (f"{SAMPLE_PRODUCT}_{module.ROLE}" for module in (
+    defect_inspection, defect_router, defect_parent, defect_child))
 CLASSIFY, LAMA, DEFECT = (target_name(p) for p in (ensemble_dali_inception.NAME, ensemble_lama.NAME,
-                                                    defect_inspection.NAME))
+                                                    DEFECT_PIPELINE))
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +48,19 @@ def aws_credentials():
 
 
 @pytest.fixture(scope="module")
-def archives(cpu_repository, tmp_path_factory):
+def archives(cpu_repository, board, tmp_path_factory):
     """The three pipeline archives, plus a defect pipeline whose router calls every image an anomaly."""
+    assert {DEFECT_PIPELINE, ROUTER, PARENT, CHILD} <= set(defect_inspection.models(board))
     folder = tmp_path_factory.mktemp("mme-archives")
     package_pipelines(cpu_repository, folder)
     always_anomaly = tmp_path_factory.mktemp("always-anomaly") / "repository"
     shutil.copytree(cpu_repository, always_anomaly)
-    config_path = always_anomaly / defect_router.NAME / "config.pbtxt"
+    config_path = always_anomaly / ROUTER / "config.pbtxt"
     config = parse(config_path.read_text())
     config.parameters["anomaly_threshold"].string_value = "0.0"  # the untrained parent cannot be trusted to
     config_path.write_text(render(config))                     # call anything an anomaly
     anomaly_archive = tmp_path_factory.mktemp("anomaly-archive")
-    package_pipelines(always_anomaly, anomaly_archive, [defect_inspection.NAME])
+    package_pipelines(always_anomaly, anomaly_archive, [DEFECT_PIPELINE])
     shutil.copy(anomaly_archive / DEFECT, folder / "always_anomaly.tar.gz")
     return folder
 
@@ -101,7 +107,8 @@ def test_each_target_answers_as_the_same_pipeline_served_alone(endpoint, server,
     assert np.array_equal(inpaint(route(endpoint, LAMA), png_bytes(image), png_bytes(mask)),
                           inpaint(alone, png_bytes(image), png_bytes(mask)))
     board = board_jpeg()
-    assert inspect_client.inspect(route(endpoint, DEFECT), board) == inspect_client.inspect(alone, board)
+    assert inspect_client.inspect(route(endpoint, DEFECT), SAMPLE_PRODUCT, board) == \
+        inspect_client.inspect(alone, SAMPLE_PRODUCT, board)
 
 
 def photos_array(jpeg: bytes) -> np.ndarray:
@@ -123,7 +130,7 @@ def test_first_request_loads_the_archive_and_the_next_ones_reuse_it(endpoint, ph
 def test_a_third_pipeline_evicts_the_least_recently_used_within_a_budget_of_two(endpoint, photos):
     endpoint.host.unload_all()
     classify_scores(route(endpoint, CLASSIFY), [photos["coffee"]])
-    inspect_client.inspect(route(endpoint, DEFECT), board_jpeg())
+    inspect_client.inspect(route(endpoint, DEFECT), SAMPLE_PRODUCT, board_jpeg())
     classify_scores(route(endpoint, CLASSIFY), [photos["coffee"]])  # the defect pipeline is now the least recent
     image = np.full((32, 32, 3), 120, np.uint8)
     mask = np.zeros((32, 32), np.uint8)
@@ -132,16 +139,16 @@ def test_a_third_pipeline_evicts_the_least_recently_used_within_a_budget_of_two(
         inpaint(route(endpoint, LAMA), png_bytes(image), png_bytes(mask))
     assert endpoint.host.loaded() == [CLASSIFY, LAMA]
     assert endpoint.host.events[-2:] == [f"unload {DEFECT}", f"load {LAMA}"]
-    assert not {DEFECT, "defect_router", "defect_parent"} & ready_models(endpoint)
+    assert not {DEFECT, ROUTER, PARENT} & ready_models(endpoint)
     assert classify_scores(route(endpoint, CLASSIFY), [photos["chelsea"]]).shape == (1, 1001)
 
 
 def test_defect_pipeline_loads_and_calls_its_child_model_for_an_anomaly(endpoint):
     endpoint.host.unload_all()
-    result = inspect_client.inspect(route(endpoint, "always_anomaly.tar.gz"), board_jpeg())
+    result = inspect_client.inspect(route(endpoint, "always_anomaly.tar.gz"), SAMPLE_PRODUCT, board_jpeg())
     assert result.label == "anomaly"
-    assert {"defect_parent", "defect_child"} <= ready_models(endpoint)
-    assert inference_count(endpoint, "defect_child") >= 1
+    assert {PARENT, CHILD} <= ready_models(endpoint)
+    assert inference_count(endpoint, CHILD) >= 1
 
 
 def archive_of(folder, name: str, members: dict[str, bytes]) -> None:
@@ -177,7 +184,7 @@ def bad_archives(archives, cpu_repository):
     archive_of(archives, "top_level_config.tar.gz",
                {"config.pbtxt": (cpu_repository / "dali" / "config.pbtxt").read_bytes()})
     rewritten(archives, CLASSIFY, "missing_step.tar.gz", dropping("dali"))
-    rewritten(archives, DEFECT, "missing_bls_model.tar.gz", dropping("defect_child"))
+    rewritten(archives, DEFECT, "missing_bls_model.tar.gz", dropping(CHILD))
     rewritten(archives, CLASSIFY, "other_dali.tar.gz",  # the same model name, defined differently
               lambda path, content: content + b"\n# another dali\n" if path == "dali/config.pbtxt" else content)
     rewritten(archives, LAMA, "broken_lama.tar.gz",  # passes the checks, fails in Triton once its steps loaded
@@ -192,7 +199,7 @@ BAD_TARGETS = [
     ("corrupt.tar.gz", r"corrupt.tar.gz is not a readable .tar.gz archive"),
     ("top_level_config.tar.gz", r"top_level_config.tar.gz: the archive has a config.pbtxt at its top level"),
     ("missing_step.tar.gz", r"missing_step.tar.gz: .*'dali' is needed but"),
-    ("missing_bls_model.tar.gz", r"missing_bls_model.tar.gz: .*'defect_child' is needed but"),
+    ("missing_bls_model.tar.gz", rf"missing_bls_model.tar.gz: .*'{CHILD}' is needed but"),
 ]
 
 
@@ -242,7 +249,7 @@ def test_deploy_multi_model_and_add_model_serve_each_target_through_boto3(cpu_re
     release = deploy_multi_model(aws, request, [ensemble_dali_inception.NAME])
     container = aws.call("sagemaker", "describe_model", ModelName=release.name)["PrimaryContainer"]
     assert container["Mode"] == "MultiModel"
-    assert container["ModelDataUrl"] == f"s3://{BUCKET}/visual-inspection-triton/factory/models/"
+    assert container["ModelDataUrl"] == f"s3://{BUCKET}/visual-inspection-triton/factory/{release.name}/models/"
     on = Route("sagemaker-endpoint", "", endpoint_name="factory", region="us-east-1")
     np.testing.assert_allclose(classify_scores(replace(on, target_model=CLASSIFY), [photos["coffee"]]),
                                classify_scores(Route("http-binary", server.http_url), [photos["coffee"]]), rtol=1e-6)
@@ -256,4 +263,22 @@ def test_deploy_multi_model_and_add_model_serve_each_target_through_boto3(cpu_re
         add_model(aws, request, ensemble_lama.NAME)
     with pytest.raises(RequestError, match="is a multi-model endpoint: the request must name its TargetModel"):
         classify_scores(on, [photos["coffee"]])
+    assert_a_second_deploy_to_the_live_name_touches_nothing(aws, request, release)
     teardown(aws, "factory", delete_artifacts_in=f"s3://{BUCKET}/visual-inspection-triton")
+
+
+def assert_a_second_deploy_to_the_live_name_touches_nothing(aws, request, live):
+    """AWS refuses CreateEndpoint for a taken name: the deploy is refused before any upload, and the
+    live endpoint's archives, configuration and model stay as they were."""
+    from sagemaker_deploy.deploy import DeployFailed
+    from sagemaker_deploy.multi_model import deploy_multi_model
+
+    def objects():
+        return {(item["Key"], item["ETag"]) for item in aws.pages("s3", "list_objects_v2", "Contents", Bucket=BUCKET)}
+
+    before = objects()
+    with pytest.raises(DeployFailed, match="endpoint factory already exists"):
+        deploy_multi_model(aws, request, [ensemble_dali_inception.NAME, ensemble_lama.NAME])
+    assert objects() == before
+    assert aws.call("sagemaker", "describe_endpoint", EndpointName="factory")["EndpointConfigName"] == live.name
+    assert [m["ModelName"] for m in aws.pages("sagemaker", "list_models", "Models")] == [live.name]

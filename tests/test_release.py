@@ -14,6 +14,7 @@ import re
 import numpy as np
 import pytest
 
+from builders import defect_child, defect_inspection, defect_parent
 from builders.declaration import BuildOptions
 from builders.repository import build_repository, served_version
 from clients.inspect import inspect
@@ -29,7 +30,8 @@ from sagemaker_deploy.deploy import DEFAULT_TRITON_VERSION, owned
 from sagemaker_deploy.model_registry import APPROVED, PENDING, REJECTED
 from sagemaker_deploy.promote import Gate, PromoteRequest, promote, serves_package
 from tests.aws_emulator import INSTANCE, ROLE, LocalSageMaker, apply_environment
-from tests.test_defect_classifier import DEFECT_MODELS, QUICK
+from tests.conftest import SAMPLE_PRODUCT
+from tests.test_defect_classifier import QUICK
 
 BUCKET = "release-models"
 GATE = Gate(parent_f1=0.8, child_f1=0.5, p95_ms=10000.0, load_requests=6)
@@ -51,59 +53,66 @@ def aws(local_sagemaker):
 
 
 def shuffled_labels(prepare):
-    """``pipeline.prepare`` whose training split has its labels (verdict and missing components) permuted."""
+    """``pipeline.prepare`` whose training split has its labels (verdict, and classes with the mask they
+    come from) permuted."""
     def prepare_shuffled(*args, **kwargs):
         parts, rejected = prepare(*args, **kwargs)
-        labels = [(example.anomaly, example.missing) for example in parts["train"]]
+        labels = [(example.anomaly, example.classes, example.mask) for example in parts["train"]]
         order = np.random.default_rng(7).permutation(len(labels))
-        parts["train"] = [dataclasses.replace(example, anomaly=labels[i][0], missing=labels[i][1])
+        parts["train"] = [dataclasses.replace(example, anomaly=labels[i][0], classes=labels[i][1], mask=labels[i][2])
                           for example, i in zip(parts["train"], order)]
         return parts, rejected
     return prepare_shuffled
 
 
 @pytest.fixture(scope="module")
-def repository(datasets, tmp_path_factory):
-    """Version 2 trained on shuffled labels, version 3 trained properly; version 1 (untrained) served."""
+def repository(datasets, board, tmp_path_factory):
+    """The sample board's pipeline: version 2 trained on shuffled labels, version 3 trained properly;
+    version 1 (untrained) served."""
     repository = tmp_path_factory.mktemp("release-repository") / "cpu"
-    build_repository(repository, BuildOptions(target="cpu", models=DEFECT_MODELS))
+    build_repository(repository, BuildOptions(target="cpu", products=(board,),
+                                              models=tuple(defect_inspection.models(board))))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pipeline, "prepare", shuffled_labels(pipeline.prepare))
-        assert pipeline.run(datasets["train"], datasets["test"], [repository], QUICK).versions == {str(repository): 2}
-    assert pipeline.run(datasets["train"], datasets["test"], [repository], QUICK).versions == {str(repository): 3}
+        assert pipeline.run(board, datasets["train"], datasets["test"], [repository], QUICK).versions == \
+            {str(repository): 2}
+    assert pipeline.run(board, datasets["train"], datasets["test"], [repository], QUICK).versions == \
+        {str(repository): 3}
     return repository
 
 
-def register(aws, repository, version, tmp_path_factory) -> str:
-    return sagemaker_registry.register(aws, repository, version, BUCKET, "model-registry", DEFAULT_TRITON_VERSION,
-                                       INSTANCE, tmp_path_factory.mktemp("registry"), allow_cpu_target=True)
+def register(aws, repository, product, version, tmp_path_factory) -> str:
+    return sagemaker_registry.register(aws, repository, product, version, BUCKET, "model-registry",
+                                       DEFAULT_TRITON_VERSION, INSTANCE, tmp_path_factory.mktemp("registry"),
+                                       allow_cpu_target=True)
 
 
 @pytest.fixture(scope="module")
-def bad_package(aws, repository, tmp_path_factory) -> str:
+def bad_package(aws, repository, board, tmp_path_factory) -> str:
     """Version 2 (shuffled labels), approved: locally it beats the untrained version 1."""
-    arn = register(aws, repository, 2, tmp_path_factory)
-    sagemaker_registry.approve(aws, repository, arn, "beats the untrained version")
+    arn = register(aws, repository, board, 2, tmp_path_factory)
+    sagemaker_registry.approve(aws, repository, board, arn, "beats the untrained version")
     return arn
 
 
 @pytest.fixture(scope="module")
-def good_package(aws, repository, bad_package, tmp_path_factory) -> str:
-    arn = register(aws, repository, 3, tmp_path_factory)
-    sagemaker_registry.approve(aws, repository, arn, "beats version 2")
+def good_package(aws, repository, board, bad_package, tmp_path_factory) -> str:
+    arn = register(aws, repository, board, 3, tmp_path_factory)
+    sagemaker_registry.approve(aws, repository, board, arn, "beats version 2")
     return arn
 
 
 @pytest.fixture(scope="module")
-def untrained_package(aws, repository, datasets, good_package, tmp_path_factory) -> str:
+def untrained_package(aws, repository, board, datasets, good_package, tmp_path_factory) -> str:
     """Version 4, never trained, registered (pending)."""
-    version = pipeline.run(datasets["train"], datasets["test"], [repository], TrainSettings(epochs=0)).versions
-    return register(aws, repository, version[str(repository)], tmp_path_factory)
+    version = pipeline.run(board, datasets["train"], datasets["test"], [repository], TrainSettings(epochs=0)).versions
+    return register(aws, repository, board, version[str(repository)], tmp_path_factory)
 
 
-def promote_args(arn, staging, production, dataset, report_dir, gate: Gate = GATE) -> list[str]:
+def promote_args(arn, staging, production, dataset, store, report_dir, gate: Gate = GATE) -> list[str]:
     return ["--region", "us-east-1", "promote", "--package", arn, "--staging-endpoint", staging,
-            "--endpoint", production, "--test-dataset", str(dataset), "--role", ROLE, "--instance-type", INSTANCE,
+            "--endpoint", production, "--test-dataset", str(dataset), "--product", SAMPLE_PRODUCT,
+            "--products-store", str(store), "--role", ROLE, "--instance-type", INSTANCE,
             "--min-parent-f1", str(gate.parent_f1), "--min-child-f1", str(gate.child_f1),
             "--p95-ms", str(gate.p95_ms), "--load-requests", str(gate.load_requests), "--report-dir", str(report_dir),
             "--poll-s", "0.5", "--wait-timeout-s", "180", "--instances", "1", "--max-instances", "2"]
@@ -126,10 +135,10 @@ def owned_by(aws, endpoint: str, kind: str, stem: str) -> list[str]:
             if owned(aws.pages("sagemaker", "list_tags", "Tags", ResourceArn=item[f"{stem}Arn"]), endpoint)]
 
 
-def test_a_version_trained_on_shuffled_labels_is_stopped_by_the_staging_gate(aws, bad_package, datasets, tmp_path,
-                                                                            capsys):
+def test_a_version_trained_on_shuffled_labels_is_stopped_by_the_staging_gate(aws, bad_package, datasets,
+                                                                            product_store, tmp_path, capsys):
     production_before = endpoint_config(aws, "production")
-    code = deploy_main(promote_args(bad_package, "staging", "production", datasets["test"], tmp_path))
+    code = deploy_main(promote_args(bad_package, "staging", "production", datasets["test"], product_store, tmp_path))
     error = capsys.readouterr().err.strip()
     assert code == 1 and "\n" not in error
     assert error.startswith("error: staging gate failed for package") and "parent F1" in error
@@ -143,7 +152,7 @@ def test_a_version_trained_on_shuffled_labels_is_stopped_by_the_staging_gate(aws
 
 
 def test_register_approve_promote_passes_the_gate_and_production_serves_the_package(
-        aws, repository, bad_package, datasets, tmp_path, capsys):
+        aws, repository, board, bad_package, datasets, product_store, tmp_path, capsys):
     assert classifier_main(["register", "--region", "us-east-1", "--repository", str(repository), "--version", "3",
                             "--bucket", BUCKET, "--instance-type", INSTANCE, "--allow-cpu-target",
                             "--workdir", str(tmp_path / "registry")]) == 0
@@ -151,13 +160,16 @@ def test_register_approve_promote_passes_the_gate_and_production_serves_the_pack
     assert model_registry.describe(aws, arn).status == PENDING
     assert classifier_main(["approve", "--region", "us-east-1", "--repository", str(repository), "--package", arn,
                             "--description", "beats version 2 on validation F1"]) == 0
-    assert served_version(repository / "defect_parent") == served_version(repository / "defect_child") == 3
-    assert classifier_main(["status", "--registry", "--region", "us-east-1"]) == 0
+    assert served_version(repository / defect_parent.name(board)) == \
+        served_version(repository / defect_child.name(board)) == 3
+    assert classifier_main(["status", "--registry", "--region", "us-east-1",
+                            "--product", str(product_store / SAMPLE_PRODUCT)]) == 0
     listed = capsys.readouterr().out
-    assert re.search(r"local version 3, Approved \(beats version 2 on validation F1\); defect_parent F1 "
-                     r"validation \d\.\d{4} test \d\.\d{4}", listed)
+    assert re.search(rf"local version 3, Approved \(beats version 2 on validation F1\); {defect_parent.name(board)} "
+                     r"F1 validation \d\.\d{4} test \d\.\d{4}", listed)
 
-    assert deploy_main(promote_args(arn, "staging", "production", datasets["test"], tmp_path / "reports")) == 0
+    assert deploy_main(promote_args(arn, "staging", "production", datasets["test"], product_store,
+                                    tmp_path / "reports")) == 0
     assert "staging gate passed" in capsys.readouterr().out
     report = json.loads(next((tmp_path / "reports").glob("package-*/staging-report.json")).read_text())
     assert report["passed"] and [c["name"] for c in report["checks"]] == ["parent F1", "child macro F1", "latency",
@@ -166,40 +178,41 @@ def test_register_approve_promote_passes_the_gate_and_production_serves_the_pack
     assert serves_package(aws, "staging", package) and serves_package(aws, "production", package)
     production = Route("sagemaker-endpoint", "", endpoint_name="production", region="us-east-1")
     anomaly = next(datasets["test"].glob("*/anomaly/*.jpg"), None) or next(datasets["test"].rglob("*.jpg"))
-    assert inspect(production, anomaly.read_bytes()).label in ("normal", "anomaly")
+    assert inspect(production, SAMPLE_PRODUCT, anomaly.read_bytes()).label in ("normal", "anomaly")
 
 
-def test_approve_refused_by_the_local_f1_rule_leaves_the_package_pending(aws, repository, untrained_package, capsys):
+def test_approve_refused_by_the_local_f1_rule_leaves_the_package_pending(aws, repository, board, untrained_package,
+                                                                        capsys):
     before = model_registry.describe(aws, untrained_package).status
-    served = {name: served_version(repository / name) for name in registry.MODELS}
+    served = {name: served_version(repository / name) for name in registry.models(board)}
     assert classifier_main(["approve", "--region", "us-east-1", "--repository", str(repository), "--package",
                             untrained_package, "--description", "looks fine"]) == 3
     error = capsys.readouterr().err.strip()
     assert "does not beat the served version 3" in error and "\n" not in error
     assert model_registry.describe(aws, untrained_package).status == before != APPROVED
-    assert {name: served_version(repository / name) for name in registry.MODELS} == served
+    assert {name: served_version(repository / name) for name in registry.models(board)} == served
 
 
 def test_promoting_a_pending_or_rejected_package_is_refused_before_anything_is_created(
-        aws, repository, untrained_package, datasets, tmp_path, capsys):
+        aws, repository, untrained_package, datasets, product_store, tmp_path, capsys):
     before = resources(aws)
     for status in (PENDING, REJECTED):
         if status == REJECTED:
             assert classifier_main(["reject", "--region", "us-east-1", "--repository", str(repository), "--package",
                                     untrained_package, "--description", "untrained"]) == 0
         assert deploy_main(promote_args(untrained_package, "staging-refused", "production-refused", datasets["test"],
-                                        tmp_path)) == 1
+                                        product_store, tmp_path)) == 1
         error = capsys.readouterr().err.strip()
         assert error == (f"error: model package {untrained_package} is {status}, not Approved: approve it first "
                          "(python -m defect_classifier approve ... --package ARN)")
     assert resources(aws) == before and not list(tmp_path.iterdir())
 
 
-def test_an_interrupted_promote_is_cleaned_up_or_resumed_by_the_rerun(aws, good_package, datasets, tmp_path,
+def test_an_interrupted_promote_is_cleaned_up_or_resumed_by_the_rerun(aws, good_package, board, datasets, tmp_path,
                                                                      local_sagemaker, monkeypatch):
     request = PromoteRequest(good_package, "staging-resumed", "production-resumed", datasets["test"], ROLE,
-                             "us-east-1", instance_type=INSTANCE, gate=GATE, report_dir=tmp_path, poll_s=0.5,
-                             wait_timeout_s=180, max_instances=2)
+                             "us-east-1", product=board, instance_type=INSTANCE, gate=GATE, report_dir=tmp_path,
+                             poll_s=0.5, wait_timeout_s=180, max_instances=2)
     create_config, wait = deploy_module.create_endpoint_config, deploy_module.wait_in_service
 
     def config_then_interrupt(*args, **kwargs):

@@ -103,6 +103,10 @@ def test_deploy_invoke_update_and_teardown_on_the_local_sagemaker(cpu_repository
 
     second = update(aws, request(cpu_repository, tmp_path))
     assert aws.call("sagemaker", "describe_endpoint", EndpointName="vision")["EndpointConfigName"] == second.name
+    keys = aws.pages("s3", "list_objects_v2", "Contents", Bucket=BUCKET)
+    with pytest.raises(DeployFailed, match="endpoint vision already exists"):
+        deploy(aws, request(cpu_repository, tmp_path))  # a deploy never touches a live endpoint
+    assert aws.pages("s3", "list_objects_v2", "Contents", Bucket=BUCKET) == keys
     assert names(aws, "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName") == [second.name]
     np.testing.assert_allclose(classify_scores(endpoint, [photos["chelsea"]]), expected, rtol=1e-6)
 

@@ -3,7 +3,7 @@
 The search itself runs on small synthetic boards built as arrays (five bright parts at
 fixed places, an anomaly lacks one), since it needs nothing but images and labels; the
 commands run on a dataset made by ``defect_data.pipeline`` against the session server,
-read through the repository's own ``defect_dali``.
+read through the repository's own ``pcb_dali``.
 """
 from __future__ import annotations
 
@@ -15,38 +15,38 @@ import numpy as np
 import optuna
 import pytest
 
-from builders import defect_child, defect_dali, defect_parent
+from builders import defect_inspection, defect_parent
 from builders.declaration import BuildOptions
-from builders.defect_architecture import CLASSES, HEIGHT, WIDTH
 from builders.repository import build_repository
 from defect_classifier import tuning
 from defect_classifier.__main__ import main as classifier_main
 from defect_classifier.training import TrainSettings
-from tests.conftest import make_defect_datasets
 
 TINY = tuning.SearchSpace(epochs=(1, 1))  # one epoch: the machine is small
 PART = 40  # side of a synthetic part, pixels
 
 
-def boards(normals: int, anomalies_per_class: int, seed: int) -> tuning.Split:
-    """Dark noisy boards with one bright square per class; an anomaly lacks exactly one."""
+def boards(product, normals: int, anomalies_per_class: int, seed: int) -> tuning.Split:
+    """Dark noisy boards of the product's size with one bright square per class; an anomaly lacks exactly one."""
     rng = np.random.default_rng(seed)
-    lacking = [None] * normals + [index for index in range(len(CLASSES)) for _ in range(anomalies_per_class)]
-    images = (rng.normal(-0.5, 0.05, (len(lacking), 3, HEIGHT, WIDTH))).astype(np.float32)
-    missing = np.zeros((len(lacking), len(CLASSES)), np.float32)
+    classes = product.class_names
+    lacking = [None] * normals + [index for index in range(len(classes)) for _ in range(anomalies_per_class)]
+    images = (rng.normal(-0.5, 0.05, (len(lacking), 3, product.height, product.width))).astype(np.float32)
+    missing = np.zeros((len(lacking), len(classes)), np.float32)
     for row, absent in enumerate(lacking):
-        for index in range(len(CLASSES)):
+        for index in range(len(classes)):
             if index != absent:
                 left = 20 + index * 60
                 images[row, :, 100:100 + PART, left:left + PART] = 0.8
         if absent is not None:
             missing[row, absent] = 1
-    return tuning.Split(images, missing.any(axis=1), missing)
+    anomaly = missing.any(axis=1)
+    return tuning.Split(images, anomaly, missing, classes, anomaly)  # every anomaly's classes are known
 
 
 @pytest.fixture(scope="module")
-def splits() -> dict[str, tuning.Split]:
-    return {"train": boards(4, 1, seed=0), "validation": boards(2, 1, seed=1)}
+def splits(board) -> dict[str, tuning.Split]:
+    return {"train": boards(board, 4, 1, seed=0), "validation": boards(board, 2, 1, seed=1)}
 
 
 def tiny_study(splits, seed=0, trials=3, pruner=None) -> optuna.Study:
@@ -114,28 +114,25 @@ def test_the_base_settings_are_trial_zero_so_the_best_is_never_worse_than_them(s
     ({"learning_rate": -1}, "learning_rate=-1 (outside"),
     ({"batch_size": True}, "batch_size=true (not a whole number)"),
 ])
-def test_train_refuses_a_params_file_with_an_unknown_key_or_a_bad_value_in_one_line(params, named, tmp_path, capsys):
+def test_train_refuses_a_params_file_with_an_unknown_key_or_a_bad_value_in_one_line(params, named, cpu_repository,
+                                                                                   tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"params": params}))
     code = classifier_main(["train", "--params", str(bad), "--dataset", str(tmp_path / "none"),
-                            "--test-dataset", str(tmp_path / "none"), "--repository", str(tmp_path / "none")])
+                            "--test-dataset", str(tmp_path / "none"), "--repository", str(cpu_repository)])
     error = capsys.readouterr().err
     assert code == 2 and named in error and len(error.strip().splitlines()) == 1
 
 
-# The commands, on a dataset that defect_data.pipeline makes against the session server.
+# The commands, on the session's datasets that defect_data.pipeline makes against the session server
+# (a smaller pair would miss Lookout's minimums: 10 normals to train, 10 normals and 10 anomalies to test).
 
 @pytest.fixture(scope="module")
-def datasets(server, tmp_path_factory) -> dict[str, Path]:
-    """The smallest training dataset whose validation split still holds every class, and a test dataset."""
-    return make_defect_datasets(server, tmp_path_factory.mktemp("tuning-datasets"), per_class=2, normals=2)
-
-
-@pytest.fixture(scope="module")
-def repository(tmp_path_factory) -> Path:
+def repository(board, tmp_path_factory) -> Path:
+    """The sample board's pipeline alone (its folder carries the product the commands find)."""
     repository = tmp_path_factory.mktemp("tuning-repository") / "cpu"
-    build_repository(repository, BuildOptions(target="cpu", models=(defect_dali.NAME, defect_parent.NAME,
-                                                                     defect_child.NAME)))
+    build_repository(repository, BuildOptions(target="cpu", products=(board,),
+                                              models=tuple(defect_inspection.models(board))))
     return repository
 
 
@@ -154,8 +151,8 @@ def test_tune_command_writes_best_json_from_the_train_and_validation_split(best_
     assert written["validation_f1"] == max(trial["validation_f1"] for trial in written["trials"])
 
 
-def test_train_with_params_trains_with_the_files_settings(best_json, datasets, repository):
+def test_train_with_params_trains_with_the_files_settings(best_json, datasets, repository, board):
     assert classifier_main(["train", "--params", str(best_json), "--dataset", str(datasets["train"]),
                             "--test-dataset", str(datasets["test"]), "--repository", str(repository)]) == 0
-    report = json.loads((repository / defect_parent.NAME / "2" / "evaluation.json").read_text())
+    report = json.loads((repository / defect_parent.name(board) / "2" / "evaluation.json").read_text())
     assert report["training"] == json.loads(best_json.read_text())["params"]

@@ -1,15 +1,15 @@
-"""``defect_router``: calls ``defect_parent``, then ``defect_child`` only for anomalies (BLS)."""
+"""A product's router: calls its parent, then its child only for anomalies (BLS)."""
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from batching import BatchedModel
-from defect_routing import Thresholds, inspect
+from defect_routing import Thresholds, inspect, present
 
 
 class TritonPythonModel(BatchedModel):
     def setup(self):
         self.thresholds = Thresholds(self.parameters)
-        missing = self.output_names.index(self.parameters["missing_scores"])
-        self.classes = int(self.config["output"][missing]["dims"][0])
+        scores = self.parameters.get("missing_scores")  # absent for a product without classes
+        self.classes = int(self.config["output"][self.output_names.index(scores)]["dims"][0]) if scores else 0
         self.loaded_here = []  # BLS models this step loaded itself, unloaded with it
 
     def ensure_ready(self, model):
@@ -45,7 +45,7 @@ class TritonPythonModel(BatchedModel):
 
     def run(self, inputs):
         images, shapes = (np.stack(inputs[name]) for name in self.input_names)
-        outputs = inspect(images, shapes, self.thresholds, self.classes, self.parent, self.child)
+        outputs = present(inspect(images, shapes, self.thresholds, self.classes, self.parent, self.child))
         # The config declares the outputs in this order (builders/defect_router.py).
         return {name: list(values) for name, values in zip(self.output_names, outputs)}
 

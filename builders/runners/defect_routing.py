@@ -1,4 +1,4 @@
-"""The routing of ``defect_router``, shared by the served step and the in-process reference."""
+"""The routing of a product's router, shared by the served step and the in-process reference."""
 import numpy as np
 
 LABELS = (b"normal", b"anomaly")
@@ -21,21 +21,29 @@ def too_small(shapes, min_side):
 
 
 def inspect(images, shapes, thresholds, classes, parent, child):
-    """(anomaly scores [N, 1], labels [N, 1] bytes, missing scores [N, classes], low confidence [N, 1]).
+    """(anomaly scores [N, 1], labels [N, 1] bytes, class scores [N, classes] or None, low confidence [N, 1]).
 
     ``parent(images) -> (scores [N, 1], novelty [N, 1])`` runs on every image,
-    ``child(images) -> missing scores`` only on those the parent calls anomalies; the
-    others get zeros. Low confidence: unlike the training boards (novelty), or a score
-    near the threshold. A ValueError names images too small to inspect.
+    ``child(images) -> class scores`` only on those the parent calls anomalies (never
+    when the product has no classes: then the third item is None); the others get zeros.
+    Low confidence: unlike the training images (novelty), or a score near the threshold.
+    A ValueError names images too small to inspect.
     """
     problems = too_small(shapes, thresholds.min_side)
     if problems:
         raise ValueError("; ".join(problems))
     scores, novelty = (np.asarray(v, np.float32).reshape(-1, 1) for v in parent(images))
     routed = scores[:, 0] >= thresholds.anomaly
-    missing = np.zeros((len(images), classes), np.float32)
-    if routed.any():
-        missing[routed] = child(images[routed])
+    found = None
+    if classes:
+        found = np.zeros((len(images), classes), np.float32)
+        if routed.any():
+            found[routed] = child(images[routed])
     labels = np.array([[LABELS[int(flag)]] for flag in routed], dtype=object)
     low_confidence = (novelty > thresholds.novelty) | (np.abs(scores - thresholds.anomaly) < thresholds.uncertain)
-    return scores, labels, missing, low_confidence
+    return scores, labels, found, low_confidence
+
+
+def present(outputs):
+    """The outputs a product declares: the class scores only where it has classes."""
+    return [values for values in outputs if values is not None]
