@@ -30,6 +30,7 @@ from products import find
 from products.__main__ import main as products_main
 
 ROLES = ("guard", "dali", "parent", "child", "router", "inspection")
+PRODUCTS = ("coins", "panel", "bricks")
 
 
 def define(store: Path, name: str, *source: str) -> None:
@@ -39,10 +40,12 @@ def define(store: Path, name: str, *source: str) -> None:
 
 def lama_and_datasets(store: Path, name: str, root: Path, lama_steps: int, per_class: int, normals: int,
                       unseen_per_class: int, unseen_normals: int) -> tuple[Path, Path, dict]:
-    """The own-product commands: the product's LaMa, then a dataset and an unseen one (seed 1) with it."""
+    """The own-product commands: the product's LaMa (reused when it exists, as ``make demo`` does), then a
+    dataset and an unseen one (seed 1) with it; datasets resume where they stopped."""
     lama = store / name / "lama.pt"
-    train_lama_main(["--labels", find(name, store).labels, "--name", name, "--out", str(lama),
-                     "--steps", str(lama_steps)])  # exit 1 when it loses to Telea: the figures say so
+    if not lama.exists():  # exit 1 when it loses to Telea: the figures say so
+        train_lama_main(["--labels", find(name, store).labels, "--name", name, "--out", str(lama),
+                         "--steps", str(lama_steps)])
     common = ["--product", name, "--products-store", str(store), "--lama-weights", str(lama)]
     train, unseen = root / name, root / f"{name}-unseen"
     for out, seed, classes, kinds in ((train, 0, per_class, normals), (unseen, 1, unseen_per_class, unseen_normals)):
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "products-benchmark")
     parser.add_argument("--lama-steps", type=int, default=600)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--products", nargs="+", choices=PRODUCTS, default=list(PRODUCTS))
     args = parser.parse_args(argv)
     from tests.product_samples import coins_labels, lookout_dataset, panel_labels
 
@@ -121,14 +125,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = {**machine_facts(), "lama_steps": args.lama_steps, "epochs": args.epochs, "products": {}}
     for name, labels in (("coins", coins_labels), ("panel", panel_labels)):
+        if name not in args.products:
+            continue
         define(store, name, "--labels", str(labels(args.work / f"{name}-labels")))
         train, unseen, lama = lama_and_datasets(store, name, args.work / "datasets", args.lama_steps, 20, 10, 10, 5)
         results["products"][name] = {"lama": lama, **build_and_train(store, repository, name, train, unseen,
                                                                      args.epochs)}
         removals_picture(unseen, args.out / f"{name}-removals.jpg")
-    bricks = lookout_dataset(args.work / "bricks-data", split=True, normals=40, anomalies=30)
-    define(store, "bricks", "--lookout", str(bricks))
-    results["products"]["bricks"] = build_and_train(store, repository, "bricks", bricks, None, args.epochs)
+    if "bricks" in args.products:
+        bricks = lookout_dataset(args.work / "bricks-data", split=True, normals=40, anomalies=30)
+        define(store, "bricks", "--lookout", str(bricks))
+        results["products"]["bricks"] = build_and_train(store, repository, "bricks", bricks, None, args.epochs)
     results["seconds"] = round(time.perf_counter() - started, 1)
     (args.out / "products.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = [f"# Products other than the board, {results['date'][:10]}", "",

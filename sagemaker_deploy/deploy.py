@@ -248,6 +248,8 @@ def start_endpoint(aws: Aws, created: Created, request: DeployRequest, release: 
 
 def deploy(aws: Aws, request: DeployRequest) -> Release:
     """Package, upload, create model + endpoint config + endpoint, wait; on failure remove it all."""
+    if not request.packaged:  # the local checks first: a repository that cannot serve makes no AWS call
+        check_repository(request.repository, request.default_model, request.triton_version, request.allow_cpu_target)
     refuse_existing_endpoint(aws, request.endpoint)
     created = Created()
     with removed_on_failure(aws, created):

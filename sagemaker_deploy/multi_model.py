@@ -82,12 +82,12 @@ def upload_archive(aws: Aws, created: Created, archive: Path, prefix_url: str, e
 
 def deploy_multi_model(aws: Aws, request: DeployRequest, pipelines: list[str] | None = None) -> Release:
     """One endpoint, ``Mode: MultiModel``, every pipeline's archive under one S3 prefix; on failure remove it all."""
-    refuse_existing_endpoint(aws, request.endpoint)
     created = Created()
     with removed_on_failure(aws, created):
         archives = request.workdir / "archives"
         packed = package_pipelines(request.repository, archives, pipelines, request.triton_version,
-                                   request.allow_cpu_target)
+                                   request.allow_cpu_target)  # local: written here, uploaded below
+        refuse_existing_endpoint(aws, request.endpoint)
         image = image_uri(request.region, request.triton_version, request.instance_type)
         aws.say(f"Triton image for {request.region}: {image}")
         name = release_name(request.endpoint)
