@@ -35,8 +35,10 @@ def test_deploy_to_a_missing_bucket_prints_one_line_and_no_traceback(cpu_reposit
     assert_one_line_naming_the_missing_bucket(result)
 
 
-def test_dataset_upload_to_a_missing_bucket_prints_one_line_and_no_traceback(server, local_sagemaker, tmp_path):
-    result = run_cli(local_sagemaker, "defect_data.pipeline", "--out", str(tmp_path / "dataset"), "--per-class", "2",
+def test_dataset_upload_to_a_missing_bucket_prints_one_line_and_no_traceback(server, product_store, local_sagemaker,
+                                                                             tmp_path):
+    result = run_cli(local_sagemaker, "defect_data.pipeline", "--product", "pcb", "--products-store",
+                     str(product_store), "--out", str(tmp_path / "dataset"), "--per-class", "2",
                      "--normals-per-kind", "2", "--url", server.http_url, "--s3", f"s3://{MISSING}/pcb")
     assert_one_line_naming_the_missing_bucket(result)
 
