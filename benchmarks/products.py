@@ -23,6 +23,7 @@ from PIL import Image
 
 from benchmarks.timing import ROOT, machine_facts
 from builders.__main__ import main as build_main
+from builders.repository import version_numbers
 from defect_classifier.__main__ import main as classifier_main
 from defect_data.pipeline import main as dataset_main
 from defect_data.train_lama import main as train_lama_main
@@ -70,7 +71,7 @@ def build_and_train(store: Path, repository: Path, name: str, dataset: Path, tes
     seconds = round(time.perf_counter() - started, 1)
     reports = {}
     for model in models:
-        version = sorted(int(p.name) for p in (repository / model).iterdir() if p.name.isdigit())[-1]
+        version = version_numbers(repository / model)[-1]
         report = repository / model / str(version) / "evaluation.json"
         if report.is_file():
             reports[model.removeprefix(f"{name}_")] = json.loads(report.read_text())

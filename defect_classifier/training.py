@@ -175,11 +175,15 @@ def features(net, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
 
 
 def probabilities(net, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Sigmoid of the logits [N, outputs] (eval mode, no augmentation): what thresholds are chosen on."""
+    """Sigmoid of the logits [N, outputs] in eval mode, no augmentation (the served answer, before the
+    threshold is folded in); the net's train/eval mode is kept."""
     import torch
 
+    was_training = net.training
+    net.eval()
     with torch.no_grad():
         logits = [net(torch.from_numpy(images[i:i + batch_size]))[0] for i in range(0, len(images), batch_size)]
+    net.train(was_training)
     return torch.sigmoid(torch.cat(logits)).numpy() if logits else np.zeros((0, 1), np.float32)
 
 

@@ -85,25 +85,13 @@ class Split:
         return self.images[self.masked]
 
 
-def _probabilities(net, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Sigmoid of the logits, as the served models answer; the net's train/eval mode is kept."""
-    import torch
-
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():
-        logits = [net(torch.from_numpy(images[i:i + batch_size]))[0] for i in range(0, len(images), batch_size)]
-    net.train(was_training)
-    return torch.sigmoid(torch.cat(logits)).numpy() if logits else np.zeros((0, 1), np.float32)
-
-
 def _parent_f1(net, validation: Split) -> float:
-    return evaluation.parent_report(validation.anomaly, _probabilities(net, validation.images))["f1"]
+    return evaluation.parent_report(validation.anomaly, training.probabilities(net, validation.images))["f1"]
 
 
 def _child_f1(net, validation: Split) -> float:
-    return evaluation.child_report(validation.classes[validation.masked], _probabilities(net, validation.anomalies),
-                                   validation.class_names)["f1"]
+    found = training.probabilities(net, validation.anomalies)
+    return evaluation.child_report(validation.classes[validation.masked], found, validation.class_names)["f1"]
 
 
 def _quarter_reached(epoch: int, epochs: int) -> int | None:
@@ -228,8 +216,9 @@ def training_splits(product: Product, dataset: Path, repository: Path, validatio
     return splits, {"counts": manifest["counts"], "dropped": len(rejected)}
 
 
-def tune(product: Product, dataset: Path, repository: Path, out: Path, trials: int, seed: int = 0, space: SearchSpace = SearchSpace(),
-         validation_fraction: float = 0.2, pruner: optuna.pruners.BasePruner | None = None) -> dict:
+def tune(product: Product, dataset: Path, repository: Path, out: Path, trials: int, seed: int = 0,
+         space: SearchSpace = SearchSpace(), validation_fraction: float = 0.2,
+         pruner: optuna.pruners.BasePruner | None = None) -> dict:
     """Search, then write ``out`` (whole or not at all); returns what was written."""
     import optuna
 
