@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-deps demo test configs bench clean compat gpu-smoke
+.PHONY: install system-deps demo test configs bench clean compat gpu-smoke mutation
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ bench: install system-deps
 
 clean:
 	rm -rf build benchmarks/results
+
+# Mutation testing of the guards, the request guard, the registry and teardown against their quick
+# tests: minutes, so not part of `make test` (docs/mutation-testing.md). MUTATION_ARGS="--target registry".
+mutation: install
+	$(PY) -m benchmarks.mutation $(MUTATION_ARGS)
 
 # A machine with Docker and an NVIDIA GPU: the gpu repository in NVIDIA's tritonserver image,
 # every client route, a perf_analyzer sweep, pass/fail table. GPU_SMOKE_ARGS=--dry-run prints the commands.

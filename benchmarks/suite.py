@@ -21,7 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from benchmarks import perf_analyzer, server_stats, targets
+from benchmarks import overload, perf_analyzer, server_stats, targets
 from benchmarks.timing import ROOT, machine_facts
 from benchmarks.load import StepResult, StepSettings, run_concurrency, run_rate
 from benchmarks.report import write_report
@@ -183,10 +183,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--endpoint-name", help="also measure a deployed SageMaker endpoint through boto3")
     parser.add_argument("--region")
     parser.add_argument("--endpoint-url", default="", help="a local /endpoints/<name>/invocations route")
+    parser.add_argument("--overload-duration-s", type=float, default=60.0,
+                        help="overload at 10x capacity for this long, then the soak (0: skip; benchmarks/overload.py)")
+    parser.add_argument("--soak-requests", type=int, default=3000)
     args = parser.parse_args(argv)
     if args.quick:
         args.concurrency, args.rates = [1, 2], [4]
         args.warmup_s, args.window_s, args.max_windows = 1.0, 1.5, 4
+        args.overload_duration_s, args.soak_requests = min(args.overload_duration_s, 5.0), 300
     return args
 
 
@@ -211,16 +215,23 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.skip_perf_analyzer:
                     cross_check(suite, server, image, Path(scratch))
             compare_batching(suite, args.repository, image, Path(scratch))
+            if args.overload_duration_s > 0:
+                suite.results["overload"] = overload.measure(
+                    args.repository, image, args.overload_duration_s, overload.DEFAULT_FACTOR, args.soak_requests,
+                    overload.DEFAULT_WORKERS, log_path=out / "tritonserver-overload.log")
             if args.endpoint_name:
                 endpoint = Route("sagemaker-endpoint", args.endpoint_url, endpoint_name=args.endpoint_name,
                                  region=args.region)
                 suite.sweep(f"endpoint {args.endpoint_name}", targets.ensemble_request(endpoint, image))
-        except (StepFailed, perf_analyzer.PerfAnalyzerError) as error:
+        except (StepFailed, perf_analyzer.PerfAnalyzerError, overload.NoQueuePolicy) as error:
             failure = str(error)
         if "http-binary/concurrency" in suite.results["sweeps"]:
             cost_per_million(suite, args.prices)
     suite.results["failure"] = failure
     write_report(suite.results, out)
+    if "overload" in suite.results:  # its own section, after the suite's
+        with (out / "report.md").open("a") as report:
+            report.write("\n" + "\n".join(overload.markdown(suite.results["overload"])) + "\n")
     CONSOLE.print(f"report: {out / 'report.md'}\nresults: {out / 'results.json'}\nplots: {out}/*.png")
     if failure:
         CONSOLE.print(f"[red]benchmark stopped early: {failure}[/red]")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from builders import inception, lama
 from builders.declaration import DEFAULT_LAMA_FORMAT, TARGETS, BuildOptions
+from builders.load_shedding import DEFAULT_CAPACITY_RPS, DEFAULT_LATENCY_BUDGET_S, parse_instances
 from builders.repository import build_repository
 from products import DEFAULT_STORE, find
 
@@ -36,6 +37,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--products-store", type=Path, default=DEFAULT_STORE)
     parser.add_argument("--models", nargs="+", default=(), metavar="NAME",
                         help="build only these models (default: all)")
+    parser.add_argument("--latency-budget-s", type=float, default=DEFAULT_LATENCY_BUDGET_S,
+                        help="longest a request may take before it is refused: every queue is sized and timed "
+                             f"from it (default {DEFAULT_LATENCY_BUDGET_S:g}; under SageMaker's 60 s limit)")
+    parser.add_argument("--capacity-rps", type=float, default=DEFAULT_CAPACITY_RPS,
+                        help="requests/s the deployment serves (python -m benchmarks.overload measures it); "
+                             f"queues hold what it serves within the budget (default {DEFAULT_CAPACITY_RPS:g}, "
+                             "measured on the 2-core development machine)")
+    parser.add_argument("--instances", nargs="+", default=[], metavar="MODEL=N",
+                        help="instance_group count per model (default 1 each)")
+    parser.add_argument("--triton-image", default="",
+                        help="gpu: the SageMaker Triton image version the repository is for (default: the "
+                             "deploy default); ensembles get backpressure where its Triton has it (>= 2.63)")
     parser.add_argument("--configs-only", action="store_true",
                         help="write config.pbtxt and model files, skip the weights (regenerates model_repository/)")
     return parser.parse_args(argv)
@@ -54,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         products = tuple(find(reference, args.products_store) for reference in args.product)
-    except ValueError as error:  # ProductError
+        instances = parse_instances(args.instances)
+    except ValueError as error:  # ProductError, ServingOptionError
         logging.error("build failed: %s", error)
         return 2
     options = BuildOptions(target=args.target, inception_format=args.inception_format,
@@ -62,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                            lama_format=args.lama_format or "",
                            lama_weights=args.lama_weights, seed=args.seed,
                            configs_only=args.configs_only, models=tuple(args.models),
-                           products=products)
+                           products=products, latency_budget_s=args.latency_budget_s,
+                           capacity_rps=args.capacity_rps, instances=instances, triton_image=args.triton_image)
     try:
         built = build_repository(args.out, options)
-    except ValueError as error:  # WeightsError, ProductError, unknown model names: the message says which
+    except ValueError as error:  # WeightsError, ProductError, ServingOptionError, unknown models: it says which
         logging.error("build failed: %s", error)
         return 2
     for model_dir in built:

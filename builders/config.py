@@ -11,6 +11,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from builders.declaration import Accelerator, ModelDeclaration, Serving, Tensor, Warmup
+from builders.load_shedding import QueuePolicy
 
 # The TensorRT parameters Triton's onnxruntime backend reads (its README); it refuses to load
 # a model with any other key, so an unknown one is refused here, at build time.
@@ -65,6 +66,14 @@ def _gpu_accelerator(accelerator: Accelerator) -> mc.ModelOptimizationPolicy.Exe
                                                                         parameters=accelerator.parameters)
 
 
+def _write_queue_policy(message: mc.ModelQueuePolicy, policy: QueuePolicy) -> None:
+    message.max_queue_size = policy.max_queue_size  # a request that finds it full is refused at once
+    message.default_timeout_microseconds = policy.timeout_us
+    message.timeout_action = mc.ModelQueuePolicy.TimeoutAction.REJECT
+    # no per-request override: no client can wait past the budget the repository was built for
+    message.allow_timeout_override = False
+
+
 def model_config(model: ModelDeclaration, target: str) -> mc.ModelConfig:
     serving: Serving = model.serving[target]
     max_batch_size = model.max_batch_size if serving.max_batch_size is None else serving.max_batch_size
@@ -77,9 +86,13 @@ def model_config(model: ModelDeclaration, target: str) -> mc.ModelConfig:
                                   count=serving.instance_count)
     if model.dynamic_batching_delay_us is not None:
         config.dynamic_batching.max_queue_delay_microseconds = model.dynamic_batching_delay_us
+    if model.queue_policy is not None:
+        _write_queue_policy(config.dynamic_batching.default_queue_policy, model.queue_policy)
     for step in model.steps:
         config.ensemble_scheduling.step.add(model_name=step.model_name, model_version=-1,
                                             input_map=step.input_map, output_map=step.output_map)
+    if model.ensemble_max_inflight:
+        config.ensemble_scheduling.max_inflight_requests = model.ensemble_max_inflight
     if model.served_version is not None:
         config.version_policy.specific.versions.append(model.served_version)
     config.model_warmup.extend(_warmup(w) for w in model.warmups)

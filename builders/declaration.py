@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from builders.load_shedding import DEFAULT_CAPACITY_RPS, DEFAULT_LATENCY_BUDGET_S, QueuePolicy
+
 TARGETS = ("gpu", "cpu")
 # LaMa's export format per target, when --lama-format is not given. gpu: TorchScript with
 # torch.fft Fourier units, measured on an H100 (PyTorch 2.11, big-lama, 512x512) at 15.4 ms
@@ -93,6 +95,13 @@ class BuildOptions:
     # Products whose inspection pipelines to build (products.Product), besides those the
     # repository being rebuilt already serves.
     products: tuple = ()
+    # Load shedding (builders/load_shedding.py): every queue sized from this budget and capacity.
+    latency_budget_s: float = DEFAULT_LATENCY_BUDGET_S
+    capacity_rps: float = DEFAULT_CAPACITY_RPS
+    instances: dict[str, int] = field(default_factory=dict)  # model -> instance_group count
+    # gpu: the SageMaker Triton image the repository is for (its Triton decides ensemble
+    # backpressure); empty: the deploy default. The cpu target runs the local tritonserver.
+    triton_image: str = ""
 
     def __post_init__(self):
         self.lama_format = self.lama_format or DEFAULT_LAMA_FORMAT.get(self.target, "onnx")
@@ -116,3 +125,6 @@ class ModelDeclaration:
     # Writes the artifact into a version folder; returns extra files for the model folder.
     export: Callable[[Path, BuildOptions], dict[str, bytes]] | None = None
     model_files: dict[str, bytes] = field(default_factory=dict)  # label files, warmup inputs
+    # Set by ``builders.repository.declarations`` from the build options, not by builder modules.
+    queue_policy: QueuePolicy | None = None
+    ensemble_max_inflight: int = 0  # ensembles: ModelEnsembling.max_inflight_requests (0: not written)

@@ -1,11 +1,18 @@
 """The small CNNs of defect inspection, and what a product's ``parent`` and ``child`` share.
 
-Why this network: a product is photographed in one pose, so "is something wrong, and
-what" is a question about places in the picture. Five stride-2 convolutions (16 to 96
-channels) turn the product's input size (its ``product.json``; 240x320 for the sample
-board) into a map 32 times smaller, and the head reads that map flattened, so it knows
-*where* a feature is: two identical parts differ only by position. About 0.15 GFLOP per
-320x240 image: a pair trains on a 2-core CPU in minutes.
+Why this network: five stride-2 convolutions (16 to 96 channels) turn the product's input
+size (its ``product.json``; 240x320 for the sample board) into a map 32 times smaller.
+What reads that map depends on the product's ``layout``:
+
+* ``fixed`` (a product photographed in one pose, whose parts sit in fixed places): the
+  head reads the map flattened, so it knows *where* a feature is: two identical parts
+  differ only by position, and "which part is missing" is a question about places.
+* ``anywhere`` (surfaces whose defects can be anywhere, such as the photos of a Lookout
+  dataset): a 1x1 convolution scores every place of the map and the image takes its
+  highest place score. The same few weights judge every place, so a crack learned in one
+  corner is known in the others, and a few dozen photos are enough to train it.
+
+About 0.15 GFLOP per 320x240 image: a pair trains on a 2-core CPU in minutes.
 
 The parent also answers "is this the product at all": ``novelty`` is the distance of the
 image's pooled features to the nearest class centre seen in training, in units of the
@@ -23,6 +30,7 @@ from pathlib import Path
 
 from builders.declaration import BuildOptions, ModelDeclaration, Serving, Tensor
 from products import Product
+from products.definition import LAYOUTS
 
 LOG = logging.getLogger(__name__)
 CHANNELS = (16, 32, 48, 64, 96)
@@ -30,6 +38,7 @@ MAX_BATCH_SIZE = 16
 ONNX_OPSET = 17
 NOVELTY_MARGIN = 1.5  # images seen in training reach at most 1 / NOVELTY_MARGIN
 IMAGE_NAME = "IMAGE"
+FIXED, ANYWHERE = LAYOUTS
 
 
 def image_tensor(product: Product) -> Tensor:
@@ -37,10 +46,15 @@ def image_tensor(product: Product) -> Tensor:
     return Tensor(IMAGE_NAME, "TYPE_FP32", (3, product.height, product.width))
 
 
-def network(outputs: int, height: int, width: int):
+def network(outputs: int, height: int, width: int, layout: str = FIXED):
     """A fresh CNN: [N, 3, height, width] -> (logits [N, outputs], pooled features [N, 96])."""
     import torch
     from torch import nn
+
+    class HighestPlace(nn.Module):
+        """Per place logits [N, outputs, h, w] -> the highest per output [N, outputs]."""
+        def forward(self, places: torch.Tensor):
+            return places.amax(dim=(2, 3))
 
     class SmallCnn(nn.Module):
         def __init__(self):
@@ -51,8 +65,13 @@ def network(outputs: int, height: int, width: int):
                            nn.BatchNorm2d(channels_out), nn.ReLU(inplace=True)]
                 channels_in = channels_out
             self.features = nn.Sequential(*layers)
-            self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.3),
-                                      nn.Linear(CHANNELS[-1] * _reduced(height) * _reduced(width), outputs))
+            if layout == FIXED:
+                self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.3),
+                                          nn.Linear(CHANNELS[-1] * _reduced(height) * _reduced(width), outputs))
+            elif layout == ANYWHERE:
+                self.head = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(CHANNELS[-1], outputs, 1), HighestPlace())
+            else:
+                raise ValueError(f"unknown layout {layout!r}: one of {', '.join(LAYOUTS)}")
 
         def forward(self, image: torch.Tensor):
             features = self.features(image)

@@ -34,7 +34,7 @@ def label_files(product: Product) -> dict[str, bytes]:
 
 def module(product: Product, cnn=None, thresholds=0.5):
     """The child as served; without a CNN an untrained one."""
-    return arch.child_module(cnn or arch.network(len(product.classes), product.height, product.width), thresholds)
+    return arch.child_module(cnn or arch.network(len(product.classes), product.height, product.width, product.layout), thresholds)
 
 
 def declare(options: BuildOptions, product: Product) -> ModelDeclaration:

@@ -27,7 +27,7 @@ def module(product: Product, cnn=None, feature_mean=0.0, feature_std=1.0, centre
     import torch
 
     centres = torch.zeros(2, arch.CHANNELS[-1]) if centres is None else centres
-    return arch.parent_module(cnn or arch.network(1, product.height, product.width), feature_mean, feature_std,
+    return arch.parent_module(cnn or arch.network(1, product.height, product.width, product.layout), feature_mean, feature_std,
                               centres, scale, threshold)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from rich.progress import Progress
@@ -11,6 +12,8 @@ from builders import (dali, defect_child, defect_dali, defect_inspection, defect
                       ensemble_dali_inception, ensemble_lama, inception, lama, lama_decode, lama_finish, lama_prepare)
 from builders.config import parse, render, write_config
 from builders.declaration import TARGETS, BuildOptions, ModelDeclaration
+from builders.load_shedding import (LOCAL_TRITON, ServingOptionError, check_budget, check_instances,
+                                    has_ensemble_backpressure, pipeline_depths, queue_policy)
 from products import Product, ProductError, in_repository
 
 LOG = logging.getLogger(__name__)
@@ -50,7 +53,43 @@ def declarations(options: BuildOptions, out_dir: Path | None = None) -> list[Mod
     unknown = set(options.models) - {model.name for model in models}
     if unknown:
         raise ValueError(f"no model named {', '.join(sorted(unknown))}; known: {', '.join(m.name for m in models)}")
+    apply_serving_options(models, options)
     return [model for model in models if not options.models or model.name in options.models]
+
+
+def target_triton(options: BuildOptions) -> str:
+    """The Triton version that will serve the repository: the gpu image's, or the local server's."""
+    if options.target == "cpu":
+        if options.triton_image:
+            raise ServingOptionError(f"--triton-image {options.triton_image} needs --target gpu: the cpu target "
+                                     f"runs the local tritonserver {LOCAL_TRITON}")
+        return LOCAL_TRITON
+    from sagemaker_deploy.compatibility import CompatibilityError, image
+    from sagemaker_deploy.deploy import DEFAULT_TRITON_VERSION
+
+    try:
+        return image(options.triton_image or DEFAULT_TRITON_VERSION).triton
+    except CompatibilityError as error:
+        raise ServingOptionError(str(error)) from None
+
+
+def apply_serving_options(models: list[ModelDeclaration], options: BuildOptions) -> None:
+    """Queue policies from the latency budget, instance counts, and ensemble backpressure where the
+    target's Triton has it (builders/load_shedding.py)."""
+    check_budget(options.latency_budget_s, options.capacity_rps)
+    check_instances(options.instances, models)
+    depths = pipeline_depths(models)
+    for model in models:
+        if model.name in depths:
+            model.queue_policy = queue_policy(options.latency_budget_s, options.capacity_rps, depths[model.name])
+        if model.name in options.instances:
+            model.serving[options.target] = replace(model.serving[options.target],
+                                                    instance_count=options.instances[model.name])
+    if has_ensemble_backpressure(target_triton(options)):
+        policies = {model.name: model.queue_policy for model in models if model.queue_policy}
+        for ensemble in (model for model in models if model.steps):
+            # no more requests between steps than the steps can queue
+            ensemble.ensemble_max_inflight = max(policies[step.model_name].max_queue_size for step in ensemble.steps)
 
 
 def _build_model(model: ModelDeclaration, options: BuildOptions, model_dir: Path) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from builders import ensemble_dali_inception as ensemble
-from clients.protocols import RequestError, Route, add_route_arguments, infer, route_from_arguments
+from clients.protocols import (RequestError, Route, add_route_arguments, exit_status, failure_line, infer,
+                              route_from_arguments)
 
 
 def encoded_batch(images: list[bytes]) -> np.ndarray:
@@ -61,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ranked = classify_top_k(route, [path.read_bytes() for path in args.images], args.top_k)
     except (RequestError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        print(failure_line(error), file=sys.stderr)
+        return exit_status([error])
     for path, classes in zip(args.images, ranked):
         print(f"{path} ({args.protocol} {route.endpoint_name or route.url}):")
         for score, index, label in classes:

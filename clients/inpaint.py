@@ -21,7 +21,8 @@ from PIL import Image
 from builders import ensemble_lama
 from clients.classify import encoded_batch
 from clients.colormap import ColorMapError, binary_mask, class_color, parse_hex, read_color_map
-from clients.protocols import RequestError, Route, add_route_arguments, infer, route_from_arguments
+from clients.protocols import (RequestError, Route, add_route_arguments, exit_status, failure_line, infer,
+                              route_from_arguments)
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -66,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         result = inpaint(route, args.image.read_bytes(), mask_for(args.mask, args.class_name, args.manifest,
                                                                   args.color))
     except (ColorMapError, RequestError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        print(failure_line(error), file=sys.stderr)
+        return exit_status([error])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(result).save(args.output)
     print(f"inpainted {args.image} ({result.shape[1]}x{result.shape[0]}) over {args.protocol} -> {args.output}")

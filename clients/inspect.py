@@ -19,7 +19,8 @@ from builders.defect_child import SCORES_NAME
 from builders.defect_parent import ANOMALY_SCORE
 from builders.defect_router import LABEL, LOW_CONFIDENCE
 from clients.classify import encoded_batch
-from clients.protocols import RequestError, Route, add_route_arguments, infer, route_from_arguments
+from clients.protocols import (RequestError, Route, add_route_arguments, exit_status, failure_line, infer,
+                              route_from_arguments)
 
 
 MAX_CLASSES = 256  # top-k of the class scores: every class (Triton returns at most as many as there are)
@@ -70,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     add_route_arguments(parser)
     args = parser.parse_args(argv)
     route = route_from_arguments(parser, args)
-    failed = 0
+    errors = []
     for path in args.images:
         try:
             print(f"{path}: {describe(inspect(route, args.product, path.read_bytes(), not args.no_classes))}")
         except (RequestError, OSError) as error:
-            print(f"{path}: error: {error}", file=sys.stderr)
-            failed += 1
-    return 1 if failed else 0
+            print(f"{path}: {failure_line(error)}", file=sys.stderr)
+            errors.append(error)
+    return exit_status(errors)
 
 
 if __name__ == "__main__":

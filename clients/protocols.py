@@ -18,6 +18,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from sagemaker_deploy.runtime import invoke_until_ready
+
 SERVER_PROTOCOLS = ("http-json", "http-binary", "grpc", "sagemaker-json", "sagemaker-binary")  # a tritonserver's own
 ENDPOINT_PROTOCOLS = ("sagemaker-endpoint", "sagemaker-endpoint-json")  # a deployed endpoint, through boto3
 PROTOCOLS = (*SERVER_PROTOCOLS, *ENDPOINT_PROTOCOLS)
@@ -26,8 +28,43 @@ SAGEMAKER_BINARY_TYPE = "application/vnd.sagemaker-triton.binary+json"
 HEADER_SIZE = re.compile(r"json-header-size=(\d+)")
 
 
+# What Triton answers (HTTP 503, gRPC UNAVAILABLE) when a model's queue policy sheds a request:
+# the queue was full, or the request waited past the queue's timeout (tritonserver 2.51, seen here).
+OVERLOAD_ANSWERS = ("Exceeds maximum queue size", "Request timeout expired")
+
+
 class RequestError(RuntimeError):
     """The server refused or failed the request; the message is the server's."""
+
+
+class ServerOverloaded(RequestError):
+    """The server shed the request under load (its queue was full or the wait ran out): nothing is
+    wrong with the request; send it again later, with backoff."""
+
+
+EXIT_OVERLOADED = os.EX_TEMPFAIL  # 75, "temporary failure; the user is invited to retry" (sysexits.h)
+
+
+def failure_line(error: Exception) -> str:
+    """One line for a failed request: overload is named as such, never shown as a crash."""
+    return f"overloaded: {error}" if isinstance(error, ServerOverloaded) else f"error: {error}"
+
+
+def exit_status(errors: list[Exception]) -> int:
+    """0 without errors; EXIT_OVERLOADED when every failure was the server shedding load; else 1."""
+    if not errors:
+        return 0
+    return EXIT_OVERLOADED if all(isinstance(error, ServerOverloaded) for error in errors) else 1
+
+
+def request_error(where: str, answer: str, evidence: str = "", via: str = "") -> RequestError:
+    """The error for a server's refusal: ``ServerOverloaded`` when Triton shed the request (seen in
+    the answer, or in ``evidence``: what else came with it); ``via`` says how it was passed on."""
+    shed = next((marker for marker in OVERLOAD_ANSWERS if marker in f"{answer} {evidence}"), None)
+    if shed:
+        return ServerOverloaded(f"{where}: the server is overloaded and refused the request ({shed}{via}); "
+                                "retry later with backoff, or serve with more instances")
+    return RequestError(f"{where}: {answer}")
 
 
 @dataclass(frozen=True)
@@ -91,8 +128,7 @@ def _sagemaker_infer(route: Route, inputs, outputs, class_count) -> dict[str, np
     response = _http_session().post(f"{route.url}/invocations", data=body,
                              headers={"Content-Type": content_type}, timeout=route.timeout_s)
     if response.status_code != 200:
-        raise RequestError(f"HTTP {response.status_code} from {route.url}/invocations: "
-                           f"{_error_text(response)}")
+        raise request_error(f"HTTP {response.status_code} from {route.url}/invocations", _error_text(response))
     result = parse_sagemaker_response(response.content, response.headers.get("Content-Type", ""))
     return {name: result.as_numpy(name) for name in outputs}
 
@@ -128,13 +164,23 @@ def _endpoint_infer(route: Route, inputs, outputs, class_count) -> dict[str, np.
     try:
         runtime = _runtime_client(route.region, route.url, route.timeout_s)
         target = {"TargetModel": route.target_model} if route.target_model else {}
-        response = runtime.invoke_endpoint(EndpointName=route.endpoint_name, ContentType=content_type, Body=body,
-                                           **target)
+        response = invoke_until_ready(lambda: runtime.invoke_endpoint(
+            EndpointName=route.endpoint_name, ContentType=content_type, Body=body, **target))
     except botocore.exceptions.NoCredentialsError:
         raise RequestError("no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
     except botocore.exceptions.NoRegionError:
         raise RequestError("no AWS region: pass --region or set AWS_DEFAULT_REGION") from None
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+    except botocore.exceptions.ClientError as error:
+        # SageMaker passes a container's 4xx/5xx on as ModelError (HTTP 424) with the container's
+        # OriginalStatusCode and OriginalMessage (InvokeEndpoint API reference, Errors: "ModelError:
+        # Model (owned by the customer in the container) returned 4xx or 5xx error code"), so
+        # Triton's overload answer arrives inside it.
+        code = error.response.get("Error", {}).get("Code", "")
+        raise request_error(f"endpoint {route.endpoint_name}", str(error),
+                            str(error.response.get("OriginalMessage", "")),
+                            f", as SageMaker {code} of the container's {error.response.get('OriginalStatusCode')}"
+                            ) from None
+    except botocore.exceptions.BotoCoreError as error:
         raise RequestError(f"endpoint {route.endpoint_name}: {error}") from None
     result = parse_sagemaker_response(response["Body"].read(), response["ContentType"])
     return {name: result.as_numpy(name) for name in outputs}
@@ -191,7 +237,7 @@ def _server_infer(route: Route, model: str, inputs, outputs, class_count) -> dic
             tensors, requested = _http_tensors(inputs, outputs, _binary(route.protocol), class_count)
             result = client.infer(model, tensors, outputs=requested)
     except InferenceServerException as error:
-        raise RequestError(f"{route.protocol} {route.url}: {error.message()}") from None
+        raise request_error(f"{route.protocol} {route.url}", error.message() or str(error)) from None
     return {name: result.as_numpy(name) for name in outputs}
 
 

@@ -89,14 +89,20 @@ def onnx_scores(session, images: np.ndarray, output: str, batch_size: int = 32) 
 
 
 def _child_rows(part: list[data.Example]) -> np.ndarray:
-    """The anomalies whose classes are known (they have a mask): what the child learns and is scored on."""
+    """The anomalies whose classes are known (they have a mask): what the child is scored on."""
     return np.array([e.anomaly and e.mask is not None for e in part], bool)
+
+
+def _child_training_rows(product: Product, part: list[data.Example]) -> np.ndarray:
+    if not product.classes:
+        return np.zeros(len(part), bool)
+    return training.child_training_rows(np.array([e.anomaly for e in part], bool), _child_rows(part), product.layout)
 
 
 def _train_and_export(product: Product, parts, images, settings: training.TrainSettings, staging: Path,
                       progress: Progress):
     anomaly = {name: np.array([e.anomaly for e in part]) for name, part in parts.items()}
-    child_rows = _child_rows(parts["train"]) if product.classes else np.zeros(len(parts["train"]), bool)
+    child_rows = _child_training_rows(product, parts["train"])
     per_epoch = training.steps_per_epoch(len(images["train"]), settings) + \
         training.steps_per_epoch(int(child_rows.sum()), settings)
     task = progress.add_task(f"training {defect_parent.name(product)}, then its child",
@@ -105,7 +111,8 @@ def _train_and_export(product: Product, parts, images, settings: training.TrainS
     def step():
         progress.advance(task)
 
-    parent_cnn = training.fit(1, images["train"], anomaly["train"][:, None], settings, step, simulate=True)
+    parent_cnn = training.fit(1, images["train"], anomaly["train"][:, None], settings, step, simulate=True,
+                              layout=product.layout)
     threshold = evaluation.choose_threshold(anomaly["validation"],
                                             training.probabilities(parent_cnn, images["validation"]))
     parent = training.calibrate_parent(parent_cnn, images["train"], anomaly["train"], images["validation"], threshold)
@@ -114,7 +121,7 @@ def _train_and_export(product: Product, parts, images, settings: training.TrainS
     if product.classes:
         child_cnn = training.fit(len(product.classes), images["train"][child_rows],
                                  data.class_matrix([e for e, row in zip(parts["train"], child_rows) if row], product),
-                                 settings, step)
+                                 settings, step, layout=product.layout)
         rows = _child_rows(parts["validation"])
         truth = data.class_matrix([e for e, row in zip(parts["validation"], rows) if row], product)
         found = training.probabilities(child_cnn, images["validation"][rows])

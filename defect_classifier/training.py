@@ -21,6 +21,10 @@ import numpy as np
 
 from builders import defect_architecture as arch
 
+# Lookout's smallest dataset (20 normal, 10 anomalous images) gives two batches an epoch: a
+# small dataset is passed over several times per epoch so that every run takes enough steps.
+MIN_EPOCH_ROWS = 64
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -117,20 +121,21 @@ def _with_simulated(x, y, rows, settings: TrainSettings, generator):
 
 
 def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSettings, on_step, on_epoch=None,
-        simulate: bool = False):
+        simulate: bool = False, layout: str = arch.FIXED):
     """A fresh ``defect_architecture`` CNN trained with binary cross-entropy on each output.
 
     ``targets`` [N, outputs] 0/1; positives are weighted by how rare they are. ``simulate``
     (the parent: one output, 1 = anomaly) adds simulated anomalies to every batch.
     ``on_step()`` is called after every optimizer step (progress); ``on_epoch(epoch, net)``
-    after every epoch (tuning scores the net there and may stop the run by raising).
+    after every epoch (tuning scores the net there and may stop the run by raising). ``layout``
+    is the product's (it chooses the CNN's head).
     """
     import torch
 
     torch.manual_seed(settings.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     generator = torch.Generator().manual_seed(settings.seed)
-    net = arch.network(outputs, *images.shape[2:])
+    net = arch.network(outputs, *images.shape[2:], layout)
     x, y = torch.from_numpy(images), torch.from_numpy(targets.astype(np.float32))
     positives = y.sum(dim=0)
     negatives = len(y) - positives
@@ -142,8 +147,8 @@ def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSe
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=max(steps, 1))
     net.train()
     for epoch in range(settings.epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), settings.batch_size):
+        order = _epoch_order(len(x), generator)
+        for start in range(0, len(order), settings.batch_size):
             rows = order[start:start + settings.batch_size]
             if len(rows) < 2:  # batch norm needs two samples
                 continue
@@ -160,8 +165,26 @@ def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSe
     return net.eval()
 
 
+def _epoch_order(count: int, generator):
+    """Shuffled rows for one epoch: whole permutations, at least ``MIN_EPOCH_ROWS`` of them in all."""
+    import torch
+
+    return torch.cat([torch.randperm(count, generator=generator) for _ in range(_passes(count))])
+
+
+def _passes(count: int) -> int:
+    return max(1, math.ceil(MIN_EPOCH_ROWS / max(count, 1)))
+
+
+def child_training_rows(anomaly: np.ndarray, with_classes: np.ndarray, layout: str) -> np.ndarray:
+    """What the child learns from: the anomalies with known classes and, where defects can be anywhere,
+    the normal images too (every class absent), because a surface's normal texture is what a defect is
+    told apart from (bricks, 2026-12-02: mean per-class ROC AUC 0.70 -> 0.80 on unseen crops)."""
+    return with_classes | ~anomaly if layout == arch.ANYWHERE else with_classes
+
+
 def steps_per_epoch(count: int, settings: TrainSettings) -> int:
-    full, rest = divmod(count, settings.batch_size)
+    full, rest = divmod(count * _passes(count), settings.batch_size)
     return full + (rest >= 2)
 
 

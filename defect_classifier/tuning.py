@@ -74,15 +74,22 @@ class Split:
     classes: np.ndarray  # [N, classes] 0/1 (all 0 for normals)
     class_names: tuple[str, ...]
     masked: np.ndarray  # [N] bool: anomalies whose classes are known (a mask)
+    layout: str  # the product's, for the CNNs' head
 
     @classmethod
     def of(cls, examples: list[data.Example], images: np.ndarray, product: Product) -> "Split":
         return cls(images, np.array([e.anomaly for e in examples], bool), data.class_matrix(examples, product),
-                   product.class_names, np.array([e.anomaly and e.mask is not None for e in examples], bool))
+                   product.class_names, np.array([e.anomaly and e.mask is not None for e in examples], bool),
+                   product.layout)
 
     @property
     def anomalies(self) -> np.ndarray:
         return self.images[self.masked]
+
+    @property
+    def child_training(self) -> np.ndarray:
+        """[N] bool: the rows the child learns from (``training.child_training_rows``)."""
+        return training.child_training_rows(self.anomaly, self.masked, self.layout)
 
 
 def _parent_f1(net, validation: Split) -> float:
@@ -123,17 +130,20 @@ def objective(train: Split, validation: Split, space: SearchSpace, base: TrainSe
         settings = space.settings(trial, base)
         trial.set_user_attr("settings", asdict(settings))
         steps = settings.epochs * (training.steps_per_epoch(len(train.images), settings)
-                                   + training.steps_per_epoch(int(train.masked.sum()), settings))
+                                   + training.steps_per_epoch(int(train.child_training.sum()), settings))
         task = progress.add_task(f"trial {trial.number}", total=steps)
         try:
             parent_scores, child_scores = [], []
             training.fit(1, train.images, train.anomaly[:, None], settings,
                          lambda: progress.advance(task),
-                         _reporter(trial, _parent_f1, validation, 1, settings.epochs, parent_scores), simulate=True)
+                         _reporter(trial, _parent_f1, validation, 1, settings.epochs, parent_scores), simulate=True,
+                         layout=train.layout)
             if train.class_names:
-                training.fit(len(train.class_names), train.anomalies, train.classes[train.masked], settings,
+                training.fit(len(train.class_names), train.images[train.child_training],
+                             train.classes[train.child_training], settings,
                              lambda: progress.advance(task),
-                             _reporter(trial, _child_f1, validation, 1 + QUARTERS, settings.epochs, child_scores))
+                             _reporter(trial, _child_f1, validation, 1 + QUARTERS, settings.epochs, child_scores),
+                             layout=train.layout)
         finally:
             progress.remove_task(task)
         return float(np.mean([parent_scores[-1], *child_scores[-1:]]))

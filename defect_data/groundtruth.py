@@ -56,9 +56,28 @@ def _resolve(manifest: Path, ref: str) -> Path:
     return path if path.is_absolute() else manifest.parent / path
 
 
+def _first_line(manifest: Path) -> dict:
+    try:
+        line = json.loads(Path(manifest).read_text().splitlines()[0])
+    except (OSError, IndexError, ValueError, RecursionError) as error:  # ValueError: JSON and UTF-8 errors
+        raise LabelError(f"cannot read a manifest line from {manifest}: {error}") from None
+    if not isinstance(line, dict):
+        raise LabelError(f"{manifest}: the first line is not a JSON object")
+    return line
+
+
+def _rgb(manifest: Path, ref, what: str) -> np.ndarray:
+    if not isinstance(ref, str) or not ref:
+        raise LabelError(f"{manifest}: the {what} reference {ref!r} is not a file path")
+    try:
+        return np.asarray(Image.open(_resolve(manifest, ref)).convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise LabelError(f"{manifest}: the {what} {ref} cannot be read as an image: {error}") from None
+
+
 def read(manifest: Path) -> Labelled:
     """The photo, colour mask and colour map of a one-line output manifest, checked."""
-    line = json.loads(Path(manifest).read_text().splitlines()[0])
+    line = _first_line(manifest)
     mask_key = next((k for k in line if k.endswith("-ref") and k != "source-ref"), None)
     if "source-ref" not in line or mask_key is None:
         raise LabelError(f"{manifest} needs 'source-ref' and '<label>-ref' entries")
@@ -66,8 +85,7 @@ def read(manifest: Path) -> Labelled:
         colors = read_color_map(manifest)
     except ColorMapError as error:
         raise LabelError(str(error)) from None
-    image = np.asarray(Image.open(_resolve(manifest, line["source-ref"])).convert("RGB"))
-    mask = np.asarray(Image.open(_resolve(manifest, line[mask_key])).convert("RGB"))
+    image, mask = _rgb(manifest, line["source-ref"], "image"), _rgb(manifest, line[mask_key], "mask")
     color_map = {name: "#%02x%02x%02x" % rgb for name, rgb in colors.items()}
     check(image, mask, color_map)
     return Labelled(image, mask, color_map)

@@ -144,6 +144,8 @@ def _resolve(reference, folder: Path, where: str, attribute: str) -> str:
         raise _error(where, f"{attribute} must be a non-empty string (a path or s3:// URL)")
     if reference.startswith("s3://"):
         return reference
+    if "\0" in reference:  # no file system takes it; Path.resolve would raise a bare ValueError
+        raise _error(where, f"{attribute} contains a NUL character")
     path = Path(reference)
     return str(path if path.is_absolute() else (folder / path).resolve())
 
@@ -209,6 +211,8 @@ def _record(text: str, folder: Path, where: str, split: str | None) -> Record:
         line = json.loads(text)
     except json.JSONDecodeError as error:
         raise _error(where, f"not JSON ({error.msg}); a manifest holds one JSON object per line") from error
+    except RecursionError:  # nested deeper than the JSON decoder goes
+        raise _error(where, "not JSON (nested too deeply); a manifest holds one JSON object per line") from None
     if not isinstance(line, dict):
         raise _error(where, "not a JSON object; a manifest holds one JSON object per line")
     if "source-ref" not in line:

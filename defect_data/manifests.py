@@ -18,6 +18,8 @@ def _now() -> str:
 
 
 def image_line(source_ref: str, label: str) -> dict:
+    if label not in LABELS:
+        raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
     return {"source-ref": source_ref, "auto-label": LABELS[label],
             "auto-label-metadata": {"confidence": 1, "job-name": "labeling-job/auto-label", "class-name": label,
                                     "human-annotated": "yes", "creation-date": _now(),

@@ -2,7 +2,9 @@
 
 Runs until Ctrl-C (or ``--once``: start, report ready, stop). ``--sagemaker-mode`` starts
 the server the way SageMaker's Triton container does: SageMaker routes only, explicit
-model control, only the default model and what it needs loaded.
+model control, only the default model and what it needs loaded; a container that dies or
+stops answering /ping is replaced on the same ports, as SageMaker replaces such an
+instance (``local_server.supervisor``; ``--no-restart`` leaves it down).
 
 Every listener binds to 127.0.0.1 unless ``--address`` names another IPv4 address.
 ``--model-control-mode explicit`` loads every model at start-up and lets clients load and
@@ -22,6 +24,7 @@ from pathlib import Path
 from local_server.errors import ServerError
 from local_server.multi_model import MultiModelEndpoint
 from local_server.sagemaker_container import SAGEMAKER_DEFAULT_PORT
+from local_server.supervisor import Supervisor
 from local_server.server import (GRPC_MODEL_CONTROL_HEADER, LOOPBACK, MODEL_CONTROL_HEADER,
                                  MODEL_CONTROL_KEY_VARIABLE, MODEL_CONTROL_MODES, TritonServer)
 
@@ -70,6 +73,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sagemaker-mode", action="store_true",
                         help="start exactly like SageMaker's Triton container (default model: "
                              f"--sagemaker-model or {DEFAULT_MODEL})")
+    parser.add_argument("--no-restart", action="store_true",
+                        help="--sagemaker-mode: leave a dead container down instead of replacing it")
     parser.add_argument("--log-file", type=Path, help="save the server log here (default: stream it)")
     parser.add_argument("--once", action="store_true", help="stop as soon as the server is ready")
     parser.add_argument("--print-docker", action="store_true",
@@ -95,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     print(_addresses(server), flush=True)
     if server.model_control_key:
         print(model_control_notice(server.model_control_key), flush=True)
-    _serve_until_stopped(server, args.once)
-    server.stop()
+    supervisor = None
+    if args.sagemaker_mode and not args.no_restart and not args.once:
+        supervisor = Supervisor(server, name=f"container of {server.sagemaker_default_model}").start()
+    _serve_until_stopped(server, args.once, supervisor)
+    (supervisor or server).stop()
     print(f"tritonserver (pid {server.process.pid}) stopped", flush=True)
     return 0 if server.process.returncode in (0, -signal.SIGTERM) else 1
 
@@ -123,12 +131,13 @@ def serve_multi_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_until_stopped(server: TritonServer, once: bool) -> None:
+def _serve_until_stopped(server: TritonServer, once: bool, supervisor: Supervisor | None = None) -> None:
     if once:
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        while server.is_running():
+        # a supervised server may be dead for a moment while it is replaced: stop() alone ends the wait
+        while server.is_running() or (supervisor is not None and not server.stopped_on_purpose):
             time.sleep(1)
     except (KeyboardInterrupt, SystemExit):
         pass

@@ -15,7 +15,13 @@ SageMaker's errors (sources in the comments):
   with SageMaker's "Your invocation timed out ..." message;
 - a container's 4xx/5xx is a ``ModelError`` (HTTP 424: "Model (owned by the customer in
   the container) returned 4xx or 5xx error code") carrying the container's status and
-  message and pointing at the endpoint's CloudWatch log group;
+  message and pointing at the endpoint's CloudWatch log group. That includes an overloaded
+  container: Triton's queue policy answers 503 "Exceeds maximum queue size" (queue full) or
+  "Request timeout expired" (waited past its share of the latency budget), and SageMaker does
+  not retry or throttle it for the container but passes it on as this ModelError, with
+  ``OriginalStatusCode`` 503 (InvokeEndpoint's documented errors: ModelError is the container's
+  4xx/5xx; ServiceUnavailable and ModelNotReadyException are SageMaker's own states, not the
+  container's); ``clients.protocols`` reports it as overload;
 - an unknown endpoint is a ``ValidationError`` (HTTP 400).
 """
 from __future__ import annotations
@@ -36,6 +42,11 @@ REALTIME_TIMEOUT_S = 60.0  # "model containers must respond to requests within 6
 DEFAULT_ACCOUNT = "123456789012"  # moto's account id
 TIMED_OUT = ("Your invocation timed out while waiting for a response from container primary. Review the latency "
              "metrics for each container in Amazon CloudWatch, resolve the issue, and try again.")
+# While no container is in service SageMaker answers ServiceUnavailable (HTTP 503); a request whose
+# container went away under it gets ModelError with original status 0 (API_runtime_InvokeEndpoint,
+# "Errors"; github.com/aws/amazon-sagemaker-examples/issues/2815 quotes the latter).
+UNAVAILABLE = "The service is unavailable. Try your call again."
+NO_RESPONSE = "Your invocation could not get a response from container primary"
 _DRAIN_CHUNK = 2**20
 
 
@@ -98,7 +109,12 @@ class EndpointRoute:
             def do_POST(self) -> None:
                 route.requests_seen += 1
                 parts = self.path.strip("/").split("/")
-                length = int(self.headers.get("Content-Length", 0))
+                declared = self.headers.get("Content-Length", "0")
+                if not (declared.isascii() and declared.isdigit()):  # the body cannot be found: the connection ends
+                    self.close_connection = True
+                    return self._error(400, "ValidationError", f"Content-Length {declared[:40]!r} is not a number "
+                                       "of bytes")
+                length = int(declared)
                 if len(parts) != 3 or parts[0] != "endpoints" or parts[2] not in ("invocations", "async-invocations"):
                     self._drain(length)
                     return self._error(404, "UnknownOperationException", f"no route for {self.path}")
@@ -162,9 +178,16 @@ class EndpointRoute:
                 except urllib.error.URLError as error:
                     if isinstance(error.reason, (TimeoutError, socket.timeout)):
                         return self._timed_out(name)
-                    self._error(424, "ModelError", f"the model container did not answer: {error.reason}")
+                    if isinstance(error.reason, ConnectionRefusedError):  # no container: being replaced
+                        return self._error(503, "ServiceUnavailable", UNAVAILABLE)
+                    self._lost(name, error.reason)
                 except ConnectionError as error:
-                    self._error(424, "ModelError", f"the model container did not answer: {error}")
+                    self._lost(name, error)
+
+            def _lost(self, name: str, cause) -> None:
+                # the container went away with the request (SageMaker: ModelError, original status 0)
+                status, message, details = route.model_error(name, 0, f"{NO_RESPONSE} ({cause})")
+                self._error(status, "ModelError", message, **details)
 
             def _timed_out(self, name: str) -> None:
                 # SageMaker reports the timeout as a server error with status 0

@@ -10,6 +10,10 @@ recently used archive (``DELETE /models/<hash>``). The header
 names the ensemble after it). ``MultiModelHost`` does the same against a local
 container, keeping at most ``max_loaded`` archives, and checks each archive before
 loading it so that a bad one gets a clear 4xx answer and leaves nothing behind.
+
+A cold load that takes longer than ``ready_wait_s`` (SageMaker: 60 s) is answered as SageMaker
+answers it, ``429 ModelNotReadyException``, while the load goes on; the client retries
+(``sagemaker_deploy.runtime.invoke_until_ready``) and is served once the archive is loaded.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,7 +37,12 @@ from sagemaker_deploy.multi_model import check_extracted, check_target_name
 from sagemaker_deploy.package import PackageError
 
 TARGET_HEADER = "X-Amzn-SageMaker-Target-Model"
-LOAD_TIMEOUT_S = 360  # SageMaker waits up to 360 s for a load or an unload (Triton's sagemaker_server.cc)
+LOAD_TIMEOUT_S = 360  # the container's own limit on a load or an unload (Triton's sagemaker_server.cc)
+# InvokeEndpoint, Errors: ModelNotReadyException (HTTP 429) "Either a serverless endpoint variant's resources
+# are still being provisioned, or a multi-model endpoint is still downloading or loading the target model.
+# Wait and try your request again." A request waits this long for a cold load before that answer.
+READY_WAIT_S = 60.0
+NOT_READY = "ModelNotReadyException"
 
 
 class InvocationError(Exception):
@@ -70,10 +81,13 @@ class MultiModelHost:
     fetch: Callable[[str], bytes]
     workdir: Path
     max_loaded: int = 2
+    ready_wait_s: float = READY_WAIT_S  # then 429 ModelNotReadyException, the load going on
     events: list[str] = field(default_factory=list)  # "load X", "unload X": what happened, in order
     _loaded: "OrderedDict[str, LoadedArchive]" = field(default_factory=OrderedDict, init=False)
     _state: threading.Condition = field(default_factory=threading.Condition, init=False)
     _loading: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _pending: dict[str, Future] = field(default_factory=dict, init=False)  # target -> its load under way
+    _loader: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "archive-load"), init=False)
 
     def __post_init__(self) -> None:
         if self.max_loaded < 1:
@@ -111,17 +125,29 @@ class MultiModelHost:
 
     # -- loading and eviction ------------------------------------------------------------
     def _acquire(self, target: str) -> LoadedArchive:
-        with self._state:
-            if target in self._loaded:
-                return self._use(target)
-        with self._loading:  # one load at a time; a request for an archive being loaded waits for it
+        """The loaded archive, in use; a cold one is loaded (one load at a time) for up to ``ready_wait_s``."""
+        while True:
             with self._state:
                 if target in self._loaded:
                     return self._use(target)
-            archive = self._load(target)
+                loading = self._pending.get(target)
+                if loading is None:
+                    loading = self._pending[target] = self._loader.submit(self._load_and_keep, target)
+            try:
+                loading.result(timeout=self.ready_wait_s)  # a failed load raises its InvocationError here
+            except FutureTimeout:
+                raise InvocationError(429, NOT_READY, f"TargetModel {target} is still loading (over "
+                                      f"{self.ready_wait_s:g} s so far); wait and try the request again") from None
+
+    def _load_and_keep(self, target: str) -> None:
+        try:
+            with self._loading:
+                archive = self._load(target)
             with self._state:
                 self._loaded[target] = archive
-                return self._use(target)
+        finally:
+            with self._state:
+                self._pending.pop(target, None)
 
     def _use(self, target: str) -> LoadedArchive:
         archive = self._loaded[target]
@@ -237,7 +263,8 @@ class MultiModelEndpoint:
     """
 
     def __init__(self, archives: Path, workdir: Path, name: str = "local", max_loaded: int = 2,
-                 container_env: dict[str, str] | None = None, log_path: Path | None = None):
+                 container_env: dict[str, str] | None = None, log_path: Path | None = None,
+                 ready_wait_s: float = READY_WAIT_S):
         from local_server.endpoint_route import EndpointRoute
         from local_server.server import TritonServer
 
@@ -245,7 +272,7 @@ class MultiModelEndpoint:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.container = TritonServer(self.workdir, sagemaker_mode=True, log_path=log_path,
                                       sagemaker_env={"SAGEMAKER_MULTI_MODEL": "true", **(container_env or {})})
-        self.archives, self.max_loaded = Path(archives), max_loaded
+        self.archives, self.max_loaded, self.ready_wait_s = Path(archives), max_loaded, ready_wait_s
         self.host: MultiModelHost | None = None
         self.route = EndpointRoute({})
 
@@ -256,7 +283,7 @@ class MultiModelEndpoint:
     def start(self) -> "MultiModelEndpoint":
         self.container.start()
         self.host = MultiModelHost(self.container.sagemaker_url, folder_archives(self.archives), self.workdir,
-                                   self.max_loaded)
+                                   self.max_loaded, ready_wait_s=self.ready_wait_s)
         self.route.endpoints[self.name] = self.host
         self.route.start()
         return self

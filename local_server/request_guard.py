@@ -47,7 +47,8 @@ def json_header_size(content_type: str, inference_header_length: str | None, bod
         declared, source = content_type[len(SAGEMAKER_BINARY_PREFIX):].split(";")[0], "json-header-size"
     if declared is None:
         return body_size
-    if not declared.strip().isdigit() or not 0 < int(declared) <= body_size:
+    digits = declared.strip()
+    if not (digits.isascii() and digits.isdigit()) or not 0 < int(digits) <= body_size:  # "²".isdigit() too
         raise InvalidInferenceRequest(f"{source}={declared} does not fit the {body_size}-byte body "
                                       f"(it must be a whole number from 1 to {body_size})")
     return int(declared)

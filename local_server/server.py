@@ -128,6 +128,8 @@ class TritonServer:
     allow_remote_model_control: bool = False
     model_control_key: str | None = None
     process: subprocess.Popen | None = field(default=None, init=False)
+    stopped_on_purpose: bool = field(default=False, init=False)  # by stop(): a supervisor leaves it down
+    starts: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository).resolve()
@@ -248,19 +250,35 @@ class TritonServer:
     def start(self, timeout_s: float = DEFAULT_READY_TIMEOUT_S) -> "TritonServer":
         if not self.repository.is_dir():
             raise ServerError(f"model repository {self.repository} does not exist; build it first")
+        self.stopped_on_purpose = False
+        return self._launch(timeout_s)
+
+    def start_again(self, timeout_s: float = DEFAULT_READY_TIMEOUT_S) -> "TritonServer":
+        """Start a replacement on the same ports, logging to a new file next to the first one.
+
+        Unlike ``start`` it keeps ``stopped_on_purpose``: a stop() during a restart wins.
+        """
+        first = self.log_path.with_name(self.log_path.name.split(".restart-")[0])
+        self.log_path = first.with_name(f"{first.name}.restart-{self.starts}")
+        return self._launch(timeout_s)
+
+    def _launch(self, timeout_s: float) -> "TritonServer":
         self._assign_ports()
         command = self.command()
         environment = self._environment() | self._bind_shim_environment(command)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         output = None if self.stream_log else open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
-                                        env=environment, start_new_session=True)
+        # Run beside its log: a crashing python-backend stub writes its core (hundreds of MB) to the
+        # working directory, which belongs with the log, not in the caller's checkout.
+        self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment,
+                                        start_new_session=True, cwd=self.log_path.parent)
         if output is not None:
             output.close()
+        self.starts += 1
         self._wait_ready(timeout_s)
         return self
 
-    def _ready_url(self) -> str:
+    def ready_url(self) -> str:
         if self.sagemaker_mode:
             return f"{self.sagemaker_url}/ping"
         return f"http://{self.http_url}/v2/health/ready"
@@ -272,13 +290,13 @@ class TritonServer:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode} before it was "
                                   f"ready{self.load_failures()}; log {self.log_path}:\n{self.log_tail(15)}")
             try:
-                with urllib.request.urlopen(self._ready_url(), timeout=2) as response:
+                with urllib.request.urlopen(self.ready_url(), timeout=2) as response:
                     if response.status == 200 and self._all_listening():
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.5)
-        self.stop()
+        self._terminate()
         raise ServerError(f"tritonserver was not ready after {timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}")
 
     def _all_listening(self) -> bool:
@@ -295,6 +313,10 @@ class TritonServer:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM the server by process id, then kill its process group if it lingers."""
+        self.stopped_on_purpose = True
+        self._terminate(timeout_s)
+
+    def _terminate(self, timeout_s: float = 30.0) -> None:
         if not self.is_running():
             return
         self.process.send_signal(signal.SIGTERM)

@@ -1,14 +1,17 @@
 """``python -m products``: define a product from its labels, and show the products there are.
 
-    python -m products define --name knob --labels my-labels/output.manifest [--long-side 320]
-    python -m products define --name cookie --lookout my-lookout-dataset/ [--long-side 320]
+    python -m products define --name knob --labels my-labels/output.manifest [--long-side 320] [--layout L]
+    python -m products define --name cookie --lookout my-lookout-dataset/ [--long-side 320] [--layout L]
     python -m products show [NAME]
 
 ``--labels``: a SageMaker Ground Truth semantic-segmentation output manifest of one
 labelled photo (its colour map gives the classes, the photo the size). ``--lookout``: an
 Amazon Lookout for Vision dataset (manifests or ``normal/`` and ``anomaly/`` folders);
 its anomaly masks' colour maps give the classes (none without masks), its images the size.
-The definition goes to ``<store>/<name>/product.json`` (store: ``build/products``).
+``--layout``: ``fixed`` when the product's parts sit in fixed places of the photo (the
+default for ``--labels``), ``anywhere`` when defects can be anywhere on it (the default
+for ``--lookout``). The definition goes to ``<store>/<name>/product.json`` (store:
+``build/products``).
 """
 from __future__ import annotations
 
@@ -16,11 +19,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from products.definition import DEFAULT_LONG_SIDE, Product, ProductError, from_color_map, load
+from products.definition import DEFAULT_LONG_SIDE, LAYOUTS, Product, ProductError, from_color_map, load
 from products.store import DEFAULT_STORE, define
 
 
-def from_labels(name: str, manifest: Path, long_side: int) -> Product:
+def from_labels(name: str, manifest: Path, long_side: int, layout: str = "fixed") -> Product:
     from defect_data import groundtruth
 
     try:
@@ -28,10 +31,10 @@ def from_labels(name: str, manifest: Path, long_side: int) -> Product:
     except groundtruth.LabelError as error:
         raise ProductError(f"{manifest}: {error}") from None
     height, width = labelled.image.shape[:2]
-    return from_color_map(name, labelled.color_map, height, width, long_side, str(Path(manifest).resolve()))
+    return from_color_map(name, labelled.color_map, height, width, long_side, str(Path(manifest).resolve()), layout)
 
 
-def from_lookout(name: str, folder: Path, long_side: int) -> Product:
+def from_lookout(name: str, folder: Path, long_side: int, layout: str = "anywhere") -> Product:
     from defect_data import lookout
 
     try:
@@ -40,12 +43,13 @@ def from_lookout(name: str, folder: Path, long_side: int) -> Product:
         color_map = lookout.union_color_map(dataset) or {"BACKGROUND": "#ffffff"}
     except lookout.LookoutError as error:
         raise ProductError(str(error)) from None
-    return from_color_map(name, color_map, height, width, long_side, str(Path(folder).resolve()))
+    return from_color_map(name, color_map, height, width, long_side, str(Path(folder).resolve()), layout)
 
 
 def describe(product: Product) -> str:
     classes = ", ".join(f"{c.name} {c.color}" for c in product.classes) or "none (anomaly or normal only)"
-    return (f"{product.name}: inspected at {product.width}x{product.height}; background {product.background.name} "
+    return (f"{product.name}: inspected at {product.width}x{product.height}, layout {product.layout}; "
+            f"background {product.background.name} "
             f"{product.background.color}; classes: {classes}; labels {product.labels or '-'}")
 
 
@@ -61,13 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--lookout", type=Path, help="a Lookout for Vision dataset (folder or manifest)")
     definer.add_argument("--long-side", type=int, default=DEFAULT_LONG_SIDE,
                          help="pixels of the inspected image's long side (aspect kept)")
+    definer.add_argument("--layout", choices=LAYOUTS,
+                         help="fixed: parts in fixed places (default for --labels); anywhere: defects can be "
+                              "anywhere (default for --lookout)")
     shower = commands.add_parser("show", help="the products in the store")
     shower.add_argument("name", nargs="?")
     args = parser.parse_args(argv)
     try:
         if args.command == "define":
-            product = (from_labels(args.name, args.labels, args.long_side) if args.labels
-                       else from_lookout(args.name, args.lookout, args.long_side))
+            layout = {"layout": args.layout} if args.layout else {}
+            product = (from_labels(args.name, args.labels, args.long_side, **layout) if args.labels
+                       else from_lookout(args.name, args.lookout, args.long_side, **layout))
             path = define(product, args.store)
             print(describe(product))
             print(f"product definition written to {path}")

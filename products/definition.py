@@ -24,6 +24,9 @@ CLASS_RULE = re.compile(r"[A-Za-z0-9]{1,256}")
 COLOR_RULE = re.compile(r"#[0-9a-fA-F]{6}")
 DEFAULT_LONG_SIDE = 320
 MIN_SIDE = 32  # the inspection CNNs halve the image five times
+# Where a product's defects are: "fixed" places (parts in one pose) or "anywhere" on a surface;
+# it chooses the head of the inspection CNNs (builders.defect_architecture).
+LAYOUTS = ("fixed", "anywhere")
 
 
 class ProductError(ValueError):
@@ -44,9 +47,12 @@ class Product:
     height: int  # the size every photo is resized to for inspection
     width: int
     labels: str = ""  # the labels it was defined from (a manifest or a dataset folder)
+    layout: str = LAYOUTS[0]
 
     def __post_init__(self):
         check_name(self.name)
+        if self.layout not in LAYOUTS:
+            raise ProductError(f"product {self.name}: layout {self.layout!r} is not one of {', '.join(LAYOUTS)}")
         for entry in (self.background, *self.classes):
             check_class_name(entry.name)
             check_color(entry.color, entry.name)
@@ -105,13 +111,13 @@ def input_size(height: int, width: int, long_side: int = DEFAULT_LONG_SIDE) -> t
 
 
 def from_color_map(name: str, color_map: dict[str, str], photo_height: int, photo_width: int,
-                   long_side: int = DEFAULT_LONG_SIDE, labels: str = "") -> Product:
+                   long_side: int = DEFAULT_LONG_SIDE, labels: str = "", layout: str = LAYOUTS[0]) -> Product:
     """A product from a colour map (background first) and the size of its photos."""
     if not color_map:
         raise ProductError(f"product {name}: the colour map is empty; it needs at least the background")
     entries = [DefectClass(class_name, color.lower()) for class_name, color in color_map.items()]
     height, width = input_size(photo_height, photo_width, long_side)
-    return Product(name, entries[0], tuple(entries[1:]), height, width, labels)
+    return Product(name, entries[0], tuple(entries[1:]), height, width, labels, layout)
 
 
 def parse(text: str, where: str) -> Product:
@@ -119,7 +125,8 @@ def parse(text: str, where: str) -> Product:
         record = json.loads(text)
         return Product(record["name"], DefectClass(**record["background"]),
                        tuple(DefectClass(**entry) for entry in record["classes"]),
-                       int(record["height"]), int(record["width"]), record.get("labels", ""))
+                       int(record["height"]), int(record["width"]), record.get("labels", ""),
+                       record.get("layout", LAYOUTS[0]))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         if isinstance(error, ProductError):
             raise ProductError(f"{where}: {error}") from None

@@ -35,6 +35,11 @@ from sagemaker_deploy.promote import Gate, GateFailed, PromoteError, PromoteRequ
 from sagemaker_deploy.rollout import AlarmLimits, RolloutError, TrafficShift, release_to_production
 
 
+GUARDRAIL_PERMISSIONS = ("The execution role (--role) must be allowed cloudwatch:DescribeAlarms on the rollback "
+                         "alarms (<endpoint>-invocation-5xx, <endpoint>-model-latency-p99): SageMaker reads them "
+                         "through it during the update. Every permission per command: docs/deploy-permissions.md")
+
+
 def _image_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--triton-version", default=DEFAULT_TRITON_VERSION,
                         help="SageMaker Triton image; every artifact is checked against its runtimes")
@@ -51,7 +56,11 @@ def _release_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--default-model", default="ensemble_dali_inception")
     parser.add_argument("--instance-type", default=DEFAULT_INSTANCE)
     _image_arguments(parser)
-    parser.add_argument("--thread-count", type=int, help="SAGEMAKER_TRITON_THREAD_COUNT")
+    parser.add_argument("--thread-count", type=int,
+                        help="SAGEMAKER_TRITON_THREAD_COUNT: the SageMaker frontend's request threads "
+                             "(--sagemaker-thread-count; tritonserver's default 8)")
+    parser.add_argument("--buffer-manager-thread-count", type=int,
+                        help="SAGEMAKER_TRITON_BUFFER_MANAGER_THREAD_COUNT (--buffer-manager-thread-count)")
     parser.add_argument("--async-output", default="", help="s3://bucket/prefix: make an asynchronous endpoint")
     parser.add_argument("--max-concurrent-invocations", type=int, default=4)
     parser.add_argument("--autoscale-to-zero", action="store_true", help="async only: scale to 0 instances when idle")
@@ -81,10 +90,13 @@ def _guardrail_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait-s", type=int, default=600, help="baking time after each step (0-3600)")
     parser.add_argument("--termination-wait-s", type=int, default=0,
                         help="the old fleet stays this long after the last step, alarms watched (0-3600)")
-    parser.add_argument("--max-execution-s", type=int, default=3600, help="the whole update's limit (600-14400)")
+    parser.add_argument("--max-execution-s", type=int, default=3600,
+                        help="the whole update's limit (600-28800), longer than all its waits together")
     parser.add_argument("--max-5xx", type=int, default=1, help="Invocation5XXErrors per period that roll back")
     parser.add_argument("--p99-ms", type=float, default=1000.0, help="p99 ModelLatency that rolls back")
-    parser.add_argument("--alarm-period-s", type=int, default=60, help="the alarms' period: 10, 30 or a multiple of 60")
+    parser.add_argument("--alarm-period-s", type=int, default=60,
+                        help="the alarms' period: 60 or a multiple of 60 (SageMaker publishes its metrics once a "
+                             "minute); --wait-s must cover one evaluation of them plus a minute of metric delay")
 
 
 def _promote_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,9 +161,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     _image_arguments(add_model)
     _release_arguments(commands.add_parser("update", help="blue/green update of an endpoint to a new version"))
     _rollout_arguments(commands.add_parser("rollout", help="production release: canary or linear traffic "
-                                           "shifting, rolled back by 5xx/p99 alarms; then autoscaling"))
+                                           "shifting, rolled back by 5xx/p99 alarms; then autoscaling",
+                                           description=GUARDRAIL_PERMISSIONS))
     _promote_arguments(commands.add_parser("promote", help="an approved package: staging endpoint, acceptance "
-                                           "checks, then production only if they pass"))
+                                           "checks, then production only if they pass",
+                                           description=GUARDRAIL_PERMISSIONS))
     async_call = commands.add_parser("invoke-async", help="inpaint through an async ensemble_lama endpoint")
     async_call.add_argument("--endpoint", required=True)
     async_call.add_argument("--input-prefix", required=True, help="s3://bucket/prefix for request bodies")
@@ -202,7 +216,8 @@ def run(args: argparse.Namespace, aws: Aws) -> None:
                                     args.thread_count, args.async_output, args.max_concurrent_invocations,
                                     Path(workdir), args.wait_timeout_s, args.poll_s,
                                     allow_cpu_target=args.allow_cpu_target,
-                                    instance_count=getattr(args, "instances", 1))
+                                    instance_count=getattr(args, "instances", 1),
+                                    buffer_manager_thread_count=args.buffer_manager_thread_count)
             if args.command == "deploy" and args.multi_model:
                 deploy_multi_model(aws, request, args.pipeline)
             elif args.command == "rollout":

@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from sagemaker_deploy.aws import Aws, AwsError, s3_tagging
+from sagemaker_deploy.aws import Aws, AwsError, ownership_tags, s3_tagging
+from sagemaker_deploy.deploy import record_scaling, scaling_resource
 
 POLL_S = 5.0
 TIMEOUT_S = 900.0
@@ -65,8 +66,7 @@ def _read_if_present(aws: Aws, location: str) -> tuple[bytes, str] | None:
 def scale_to_zero(aws: Aws, endpoint: str, max_instances: int = 1, backlog_per_instance: float = 5.0) -> None:
     """Autoscaling on the queue: track the backlog per instance, down to zero instances when idle,
     and a step policy with an alarm on HasBacklogWithoutCapacity to start again from zero."""
-    target = {"ServiceNamespace": "sagemaker", "ResourceId": f"endpoint/{endpoint}/variant/AllTraffic",
-              "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+    target = scaling_resource(endpoint)
     dimensions = [{"Name": "EndpointName", "Value": endpoint}]
     aws.call("application-autoscaling", "register_scalable_target", MinCapacity=0, MaxCapacity=max_instances,
              **target)
@@ -83,7 +83,9 @@ def scale_to_zero(aws: Aws, endpoint: str, max_instances: int = 1, backlog_per_i
                              "AdjustmentType": "ChangeInCapacity", "Cooldown": 300,
                              "MetricAggregationType": "Average",
                              "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]})
+    record_scaling(aws, endpoint, [f"{endpoint}-backlog", f"{endpoint}-from-zero"])
     aws.call("cloudwatch", "put_metric_alarm", AlarmName=f"{endpoint}-backlog-without-capacity",
+             Tags=ownership_tags(endpoint),
              MetricName="HasBacklogWithoutCapacity", Namespace="AWS/SageMaker", Dimensions=dimensions,
              Statistic="Average", Period=60, EvaluationPeriods=2, Threshold=1,
              ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="missing",

@@ -19,6 +19,9 @@ import botocore.exceptions
 
 PROJECT_TAG = {"Key": "project", "Value": "visual-inspection-triton"}
 ENDPOINT_TAG_KEY = "visual-inspection-triton:endpoint"  # its value: the endpoint a resource belongs to
+# On an endpoint: the scaling policies (comma-separated names) a command put on its variant's scalable target.
+# Application Auto Scaling's targets and policies are found by name, so the endpoint records which are ours.
+SCALING_TAG_KEY = "visual-inspection-triton:scaling-policies"
 
 
 def ownership_tags(endpoint: str) -> list[dict[str, str]]:

@@ -83,6 +83,18 @@ DALI_MEASURED_READERS = {"2.4.0": ("1.31.0", "1.53.0", "2.1.0")}
 DALI_AUTOSERIALIZED = "dali.py"
 
 
+# Triton 2.68 (server PR #8686) applies --http-restricted-api and --http-max-input-size to the SageMaker
+# port too; older releases apply them to the HTTP port only (2.51, the local binary, has no
+# --http-max-input-size at all), so their SageMaker frontend loads any folder on POST /models and takes
+# bodies of any size.
+SAGEMAKER_PORT_HTTP_LIMITS_SINCE = (2, 68)
+
+
+def sagemaker_port_takes_http_limits(version: str) -> bool:
+    """Whether the image's tritonserver applies --http-max-input-size / --http-restricted-api to port 8080."""
+    return _major_minor(image(version).triton) >= SAGEMAKER_PORT_HTTP_LIMITS_SINCE
+
+
 class CompatibilityError(ValueError):
     """An image version the table does not know, or artifacts its runtimes cannot read."""
 

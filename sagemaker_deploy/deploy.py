@@ -19,12 +19,17 @@ from typing import Iterator
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from sagemaker_deploy.aws import ENDPOINT_TAG_KEY, PROJECT_TAG, Aws, AwsError, ownership_tags, s3_tagging
+from sagemaker_deploy.aws import (ENDPOINT_TAG_KEY, PROJECT_TAG, SCALING_TAG_KEY, Aws, AwsError, ownership_tags,
+                                  s3_tagging)
+from sagemaker_deploy.compatibility import sagemaker_port_takes_http_limits
 from sagemaker_deploy.package import additional_args, check_repository, make_archive
 
 DEFAULT_INSTANCE = "ml.g5.xlarge"
 DEFAULT_TRITON_VERSION = "26.05"  # why: sagemaker_deploy/compatibility.py and the README
 WAIT_POLL_S = 30.0
+# InvokeEndpoint's Body: "Maximum length of 6291456" bytes (runtime API reference); the container is told the
+# same limit, so a body that bypasses SageMaker's front still cannot make it allocate more.
+REALTIME_BODY_LIMIT = 6 * 2**20
 WAIT_TIMEOUT_S = 3600.0
 
 
@@ -62,33 +67,52 @@ def image_uri(region: str, triton_version: str, instance_type: str) -> str:
                                instance_type=instance_type)
 
 
-def container_environment(default_model: str, bls_models: list[str], thread_count: int | None = None) -> dict:
-    environment = {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": default_model}
+def container_environment(default_model: str, bls_models: list[str], thread_count: int | None = None,
+                          buffer_manager_thread_count: int | None = None, server_args: tuple[str, ...] = ()) -> dict:
+    """The container's variables (docs/sagemaker-serve-variables.md): the default model, the SageMaker
+    frontend's threads (--sagemaker-thread-count), the buffer manager's (--buffer-manager-thread-count), and
+    SAGEMAKER_TRITON_ADDITIONAL_ARGS for the BLS-only models and ``server_args``. No default model: a
+    multi-model container's (its requests name their archive)."""
+    environment = {"SAGEMAKER_TRITON_DEFAULT_MODEL_NAME": default_model} if default_model else {}
     if thread_count:
         environment["SAGEMAKER_TRITON_THREAD_COUNT"] = str(thread_count)
-        environment["SAGEMAKER_TRITON_BUFFER_MANAGER_THREAD_COUNT"] = str(thread_count)
-    if bls_models:
-        environment["SAGEMAKER_TRITON_ADDITIONAL_ARGS"] = additional_args(bls_models)
+    if buffer_manager_thread_count:
+        environment["SAGEMAKER_TRITON_BUFFER_MANAGER_THREAD_COUNT"] = str(buffer_manager_thread_count)
+    words = [additional_args(bls_models)] if bls_models else []
+    if words or server_args:
+        environment["SAGEMAKER_TRITON_ADDITIONAL_ARGS"] = " ".join([*words, *server_args])
     return environment
+
+
+def body_limit_args(triton_version: str, asynchronous: bool) -> tuple[str, ...]:
+    """A real-time endpoint's container refuses bodies over SageMaker's InvokeEndpoint limit itself, where
+    the image's tritonserver applies --http-max-input-size to the SageMaker port (compatibility.py)."""
+    if asynchronous or not sagemaker_port_takes_http_limits(triton_version):
+        return ()
+    return (f"--http-max-input-size={REALTIME_BODY_LIMIT}",)
 
 
 def release_name(prefix: str) -> str:
     return f"{prefix}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
 
 
-def upload_release(aws: Aws, created: Created, repository: Path, default_model: str, bucket: str, prefix: str,
-                   name: str, image: str, workdir: Path, thread_count: int | None = None,
-                   endpoint: str = "") -> Release:
+def upload_release(aws: Aws, created: Created, request: DeployRequest, name: str, image: str) -> Release:
     """Check and pack the repository, upload it, and describe the container that will serve it."""
-    archive = workdir / f"{name}.tar.gz"
-    packed, bls = make_archive(repository, default_model, archive)
+    archive = request.workdir / f"{name}.tar.gz"
+    packed, bls = make_archive(request.repository, request.default_model, archive)
     aws.say(f"packed {', '.join(packed)} into {archive} ({archive.stat().st_size / 2**20:.1f} MiB)")
-    key = f"{prefix.strip('/')}/{name}/model.tar.gz".lstrip("/")
-    aws.call("s3", "upload_file", Filename=str(archive), Bucket=bucket, Key=key,
-             ExtraArgs={"Tagging": s3_tagging(endpoint)})
-    url = f"s3://{bucket}/{key}"
+    key = f"{request.prefix.strip('/')}/{name}/model.tar.gz".lstrip("/")
+    aws.call("s3", "upload_file", Filename=str(archive), Bucket=request.bucket, Key=key,
+             ExtraArgs={"Tagging": s3_tagging(request.endpoint)})
+    url = f"s3://{request.bucket}/{key}"
     created.add("s3", url)
-    return Release(name, url, image, container_environment(default_model, bls, thread_count), endpoint)
+    return Release(name, url, image, request_environment(request, request.default_model, bls), request.endpoint)
+
+
+def request_environment(request: DeployRequest, default_model: str, bls_models: list[str]) -> dict:
+    """The container's variables for a deploy request: its thread counts and body limit."""
+    return container_environment(default_model, bls_models, request.thread_count, request.buffer_manager_thread_count,
+                                 body_limit_args(request.triton_version, bool(request.async_output)))
 
 
 def create_model(aws: Aws, created: Created, release: Release, role: str) -> None:
@@ -174,7 +198,7 @@ class DeployRequest:
     default_model: str = "ensemble_dali_inception"
     instance_type: str = DEFAULT_INSTANCE
     triton_version: str = DEFAULT_TRITON_VERSION
-    thread_count: int | None = None
+    thread_count: int | None = None  # SAGEMAKER_TRITON_THREAD_COUNT: the SageMaker frontend's threads
     async_output: str = ""  # s3://... : makes an asynchronous endpoint
     max_concurrent_invocations: int = 4
     workdir: Path = Path("build/sagemaker")
@@ -182,6 +206,7 @@ class DeployRequest:
     poll_s: float = WAIT_POLL_S
     allow_cpu_target: bool = False  # deploy a --target cpu build (python runners) on purpose: the local emulator
     instance_count: int = 1  # a canary rollout needs at least 2 (sagemaker_deploy/rollout.py)
+    buffer_manager_thread_count: int | None = None  # SAGEMAKER_TRITON_BUFFER_MANAGER_THREAD_COUNT
     packaged: Release | None = None  # a registered package's image, archive, environment: no packing, no upload
 
 
@@ -198,9 +223,7 @@ def packed_release(aws: Aws, created: Created, request: DeployRequest) -> Releas
     check_repository(request.repository, request.default_model, request.triton_version, request.allow_cpu_target)
     image = image_uri(request.region, request.triton_version, request.instance_type)
     aws.say(f"Triton image for {request.region}: {image}")
-    return upload_release(aws, created, request.repository, request.default_model, request.bucket,
-                          request.prefix, release_name(request.endpoint), image, request.workdir,
-                          request.thread_count, request.endpoint)
+    return upload_release(aws, created, request, release_name(request.endpoint), image)
 
 
 def new_release(aws: Aws, created: Created, request: DeployRequest) -> Release:
@@ -313,9 +336,72 @@ def _object_tags(aws: Aws, bucket: str, key: str) -> list[dict]:
     return aws.call("s3", "get_object_tagging", Bucket=bucket, Key=key).get("TagSet", [])
 
 
+SCALING_TARGET = {"ServiceNamespace": "sagemaker", "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+
+
+def scaling_resource(endpoint: str, variant: str = "AllTraffic") -> dict:
+    """The Application Auto Scaling target of an endpoint's variant."""
+    return {**SCALING_TARGET, "ResourceId": f"endpoint/{endpoint}/variant/{variant}"}
+
+
+def record_scaling(aws: Aws, endpoint: str, policies: list[str]) -> None:
+    """Tag the endpoint with the scaling policies a command put on its variant: what ``teardown`` may remove."""
+    arn = aws.call("sagemaker", "describe_endpoint", EndpointName=endpoint).get("EndpointArn")
+    if arn:
+        aws.call("sagemaker", "add_tags", ResourceArn=arn, Tags=[{"Key": SCALING_TAG_KEY, "Value": ",".join(policies)}])
+
+
+def log_group(endpoint: str) -> str:
+    """Where SageMaker writes an endpoint's container logs."""
+    return f"/aws/sagemaker/Endpoints/{endpoint}"
+
+
+def _ignoring_missing(aws: Aws, service: str, operation: str, **arguments) -> bool:
+    """One delete call; False when the thing is already gone."""
+    try:
+        aws.call(service, operation, **arguments)
+    except AwsError as error:
+        # Application Auto Scaling answers a missing target with a ValidationException "No scalable target found"
+        if error.code in ("ObjectNotFoundException", "ResourceNotFoundException") or (
+                error.code == "ValidationException" and "no scalable target found" in str(error).lower()):
+            return False
+        raise
+    return True
+
+
+def remove_endpoint_extras(aws: Aws, name: str, tags: list[dict]) -> list[str]:
+    """What goes with an owned endpoint: the scaling policies recorded on it, its scalable target when one
+    was recorded, and its log group."""
+    removed = []
+    recorded = next((tag["Value"] for tag in tags if tag["Key"] == SCALING_TAG_KEY), "")
+    policies = [policy for policy in recorded.split(",") if policy]
+    resource = scaling_resource(name)
+    for policy in policies:
+        if _ignoring_missing(aws, "application-autoscaling", "delete_scaling_policy", PolicyName=policy, **resource):
+            removed.append(f"scaling policy {policy}")
+    if policies and _ignoring_missing(aws, "application-autoscaling", "deregister_scalable_target", **resource):
+        removed.append(f"scalable target {resource['ResourceId']}")
+    if _ignoring_missing(aws, "logs", "delete_log_group", logGroupName=log_group(name)):
+        removed.append(f"log group {log_group(name)}")
+    return removed
+
+
+def remove_alarms(aws: Aws, endpoint: str = "") -> list[str]:
+    """The CloudWatch alarms tagged as the project's (and, with ``endpoint``, as that endpoint's)."""
+    alarms = aws.pages("cloudwatch", "describe_alarms", "MetricAlarms")
+    tag_lists = aws.each("cloudwatch", lambda arn: aws.call("cloudwatch", "list_tags_for_resource",
+                                                            ResourceARN=arn).get("Tags", []),
+                         [alarm["AlarmArn"] for alarm in alarms])
+    names = [alarm["AlarmName"] for alarm, tags in zip(alarms, tag_lists) if owned(tags, endpoint)]
+    for start in range(0, len(names), 100):  # DeleteAlarms: at most 100 names per call
+        aws.call("cloudwatch", "delete_alarms", AlarmNames=names[start:start + 100])
+    return [f"alarm {name}" for name in names]
+
+
 def teardown(aws: Aws, endpoint: str = "", delete_artifacts_in: str = "") -> list[str]:
-    """Delete the project's endpoints, endpoint configs and models (those of one endpoint, or all), and
-    optionally its S3 objects under a prefix; what carries no ownership tag stays, whatever its name."""
+    """Delete the project's endpoints (with the scaling policies and log groups that go with them), endpoint
+    configs, models and alarms (those of one endpoint, or all), and optionally its S3 objects under a prefix;
+    what carries no ownership tag stays, whatever its name."""
     removed = []
     for kind in ("endpoint", "endpoint-config", "model"):  # an endpoint before its config, a config before its model
         resource = SAGEMAKER_RESOURCES[kind]
@@ -324,8 +410,11 @@ def teardown(aws: Aws, endpoint: str = "", delete_artifacts_in: str = "") -> lis
         tag_lists = aws.each("sagemaker", partial(_resource_tags, aws), [item[f"{stem}Arn"] for item in items])
         for item, tags in zip(items, tag_lists):
             if owned(tags, endpoint):
+                if kind == "endpoint":
+                    removed += remove_endpoint_extras(aws, item[f"{stem}Name"], tags)
                 aws.call("sagemaker", f"delete_{resource}", **{f"{stem}Name": item[f"{stem}Name"]})
                 removed.append(f"{kind.replace('-', ' ')} {item[f'{stem}Name']}")
+    removed += remove_alarms(aws, endpoint)
     if delete_artifacts_in:
         removed += delete_objects(aws, delete_artifacts_in, endpoint)
     return removed

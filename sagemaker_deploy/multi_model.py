@@ -18,8 +18,8 @@ from builders.config import parse
 from sagemaker_deploy.aws import Aws, s3_tagging
 from sagemaker_deploy.deploy import (Created, DeployRequest, Release, create_endpoint_config, create_model,
                                      image_uri, refuse_existing_endpoint, release_name, removed_on_failure,
-                                     start_endpoint)
-from sagemaker_deploy.package import PackageError, check_repository, make_archive
+                                     request_environment, start_endpoint)
+from sagemaker_deploy.package import PackageError, check_repository, make_archive, read_config
 
 ARCHIVE_SUFFIX = ".tar.gz"
 # SageMaker's TargetModel is a relative S3 key; a name with path characters could reach
@@ -94,7 +94,8 @@ def deploy_multi_model(aws: Aws, request: DeployRequest, pipelines: list[str] | 
         prefix_url = models_prefix(request, name)
         for archive in packed:
             upload_archive(aws, created, archives / archive, prefix_url, request.endpoint)
-        release = Release(name, prefix_url, image, {}, request.endpoint, mode="MultiModel")
+        release = Release(name, prefix_url, image, request_environment(request, "", []), request.endpoint,
+                          mode="MultiModel")
         create_model(aws, created, release, request.role)
         create_endpoint_config(aws, created, release, request.instance_type, instance_count=request.instance_count)
         start_endpoint(aws, created, request, release)
@@ -140,8 +141,7 @@ def entry_model(model_dir: Path, target: str) -> str:
         raise PackageError(f"{target}: the archive has a config.pbtxt at its top level; a multi-model archive "
                            "holds the pipeline's model folders (ensemble, steps, BLS-called models) at its root")
     folders = sorted(p.parent.name for p in model_dir.glob("*/config.pbtxt"))
-    ensembles = [name for name in folders if parse((model_dir / name / "config.pbtxt").read_text()).platform
-                 == "ensemble"]
+    ensembles = [name for name in folders if read_config(model_dir, name).platform == "ensemble"]
     if len(ensembles) == 1 or (not ensembles and len(folders) == 1):
         return (ensembles or folders)[0]
     raise PackageError(f"{target}: the archive must hold one ensemble (or one model); found "

@@ -11,6 +11,8 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
+from google.protobuf import text_format
+
 from builders.config import parse
 from builders.repository import served_version
 from sagemaker_deploy import compatibility
@@ -26,11 +28,14 @@ class PackageError(ValueError):
     """The repository cannot be served as asked; the message lists every problem found."""
 
 
-def _config(repository: Path, name: str):
+def read_config(repository: Path, name: str):
     path = repository / name / "config.pbtxt"
     if not path.is_file():
         raise PackageError(f"model {name!r} is needed but {path} does not exist")
-    return parse(path.read_text())
+    try:
+        return parse(path.read_text())
+    except (UnicodeDecodeError, text_format.ParseError) as error:  # an archive's config may be anything
+        raise PackageError(f"model {name!r}: {path} is not a model configuration: {error}") from None
 
 
 def _with_steps(repository: Path, name: str) -> list[str]:
@@ -40,7 +45,7 @@ def _with_steps(repository: Path, name: str) -> list[str]:
         current = pending.pop(0)
         if current not in models:
             models.append(current)
-            pending += [step.model_name for step in _config(repository, current).ensemble_scheduling.step]
+            pending += [step.model_name for step in read_config(repository, current).ensemble_scheduling.step]
     return models
 
 
@@ -48,7 +53,7 @@ def required_models(repository: Path, default_model: str) -> tuple[list[str], li
     """(every model folder needed, the models the default model loads, BLS-only models to load explicitly)."""
     loaded = _with_steps(repository, default_model)
     needed, bls = list(loaded), []
-    pending = [called for name in loaded for called in _bls_models(_config(repository, name))]
+    pending = [called for name in loaded for called in _bls_models(read_config(repository, name))]
     while pending:
         name = pending.pop(0)
         if name in needed:
@@ -57,7 +62,7 @@ def required_models(repository: Path, default_model: str) -> tuple[list[str], li
         for model in _with_steps(repository, name):
             if model not in needed:
                 needed.append(model)
-                pending += _bls_models(_config(repository, model))
+                pending += _bls_models(read_config(repository, model))
     return needed, loaded, bls
 
 
@@ -85,7 +90,7 @@ def check_repository(repository: Path, default_model: str, triton_version: str |
     needed, _, bls = required_models(repository, default_model)
     problems = []
     for name in needed:
-        config = _config(repository, name)
+        config = read_config(repository, name)
         versions = sorted(p for p in (repository / name).iterdir() if p.is_dir() and p.name.isdigit())
         if not versions:
             problems.append(f"{name}: no version folder (build the repository with python -m builders)")
@@ -111,7 +116,7 @@ def check_repository(repository: Path, default_model: str, triton_version: str |
 
 
 def _cpu_target_problem(repository: Path, needed: list[str]) -> list[str]:
-    runners = [name for name in needed if compatibility.is_cpu_runner(_config(repository, name))]
+    runners = [name for name in needed if compatibility.is_cpu_runner(read_config(repository, name))]
     if not runners:
         return []
     return [f"{repository} is a --target cpu build ({', '.join(runners)} run through python runners); SageMaker's "

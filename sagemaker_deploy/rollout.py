@@ -4,8 +4,20 @@ automatic rollback on CloudWatch alarms, and target-tracking autoscaling of the 
 The limits are SageMaker's (API reference: TrafficRoutingConfig, BlueGreenUpdatePolicy,
 AutoRollbackConfig; developer guide "Use canary traffic shifting"): a canary is at most
 50% of the variant's instances, a linear step 10-50%, waits 0-3600 s, the whole update
-600-14400 s. They are checked here, before any call, so a bad setting is one line and
-not a half-started update.
+600-28800 s and longer than the sum of its waits (BlueGreenUpdatePolicy,
+docs.aws.amazon.com/sagemaker/latest/APIReference/API_BlueGreenUpdatePolicy.html:
+MaximumExecutionTimeoutInSeconds "should be larger than the total waiting time specified in
+TerminationWaitInSeconds and WaitIntervalInSeconds", valid range 600-28800). The alarms watch
+metrics SageMaker publishes once a minute, so their period is at least 60 s and every bake
+lasts long enough for one evaluation of them. They are checked here, before any call, so a
+bad setting is one line and not a half-started update.
+
+Autoscaling: SageMaker refuses an UpdateEndpoint that changes the instance type of a variant
+registered as a scalable target, so such an update is preceded by deregistering the target
+(only when every policy on it is this project's) and followed by registering it again; the
+new fleet starts at the size autoscaling had grown the old one to, not back at ``--instances``.
+The scaling policy's name is recorded on the endpoint (tag ``SCALING_TAG_KEY``) and the alarms
+carry the ownership tags, so ``teardown`` removes exactly those.
 
 ``release_to_production`` is the whole production step of a release: alarms, new model and
 config, UpdateEndpoint under the guardrails, then either the old version retired and
@@ -19,17 +31,27 @@ only then starts its own release.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
-from sagemaker_deploy.aws import Aws, AwsError
-from sagemaker_deploy.deploy import (Created, DeployFailed, DeployRequest, Release, deploy, new_release,
-                                     owned, remove, retire, wait_in_service)
+from sagemaker_deploy.aws import Aws, AwsError, ownership_tags
+from sagemaker_deploy.deploy import (Created, DeployFailed, DeployRequest, Release, deploy, new_release, owned,
+                                     record_scaling, remove, retire, scaling_resource, wait_in_service)
 
 VARIANT = "AllTraffic"
 SHIFT_TYPES = ("CANARY", "LINEAR", "ALL_AT_ONCE")
 SIZE_TYPES = ("CAPACITY_PERCENT", "INSTANCE_COUNT")
 MAX_ALARMS = 10  # AutoRollbackConfig.Alarms: "Array Members: Minimum number of 1 item. Maximum number of 10 items."
+MAX_EXECUTION_S = 28800  # BlueGreenUpdatePolicy.MaximumExecutionTimeoutInSeconds: 600-28800
+# SageMaker's endpoint invocation metrics are published at a 1-minute frequency (developer guide, "Monitor
+# Amazon SageMaker AI with Amazon CloudWatch"). An alarm with a shorter period on them finds no data point in
+# most periods and stays INSUFFICIENT_DATA, which TreatMissingData notBreaching counts as healthy: it could
+# never roll anything back.
+METRIC_INTERVAL_S = 60
+# How long after its minute a data point can be read. AWS documents no figure for SageMaker; one more minute
+# is this project's assumption, and the emulator (tests/emulator_rollout.py) publishes that late.
+METRIC_DELAY_S = 60
 
 
 class RolloutError(ValueError):
@@ -65,7 +87,11 @@ def check_shift(shift: TrafficShift, instance_count: int) -> None:
         raise RolloutError(f"size type {shift.size_type!r}: choose one of {', '.join(SIZE_TYPES)}")
     _in_range("wait interval", shift.wait_s, 0, 3600, "s")
     _in_range("termination wait", shift.termination_wait_s, 0, 3600, "s")
-    _in_range("maximum execution time", shift.max_execution_s, 600, 14400, "s")
+    _in_range("maximum execution time", shift.max_execution_s, 600, MAX_EXECUTION_S, "s")
+    if shift.max_execution_s <= total_wait_s(shift, instance_count):
+        raise RolloutError(f"maximum execution time {shift.max_execution_s} s is not longer than the update's "
+                           f"{total_wait_s(shift, instance_count)} s of waits (wait interval and termination "
+                           "wait): SageMaker requires it to be larger; raise --max-execution-s")
     if shift.kind == "ALL_AT_ONCE":
         return
     share = (shift.size if shift.size_type == "CAPACITY_PERCENT" else 100 * shift.size / instance_count)
@@ -75,6 +101,20 @@ def check_shift(shift: TrafficShift, instance_count: int) -> None:
         allowed = f"{lowest}-50%" if lowest else "at most 50%"
         raise RolloutError(f"{name} {shift.size} {shift.size_type} is {share:.0f}% of the variant's "
                            f"{instance_count} instance(s); SageMaker allows {allowed}")
+
+
+def step_count(shift: TrafficShift, instance_count: int) -> int:
+    """How many times traffic moves: 1 all at once, 2 for a canary (canary, then the rest), or the linear steps."""
+    if shift.kind == "ALL_AT_ONCE":
+        return 1
+    if shift.kind == "CANARY":
+        return 2
+    return math.ceil(1 / shift.share_per_step(instance_count))
+
+
+def total_wait_s(shift: TrafficShift, instance_count: int) -> int:
+    """The baking after every step but the last, then the termination wait."""
+    return shift.wait_s * (step_count(shift, instance_count) - 1) + shift.termination_wait_s
 
 
 def check_steps_fit(shift: TrafficShift, instance_count: int) -> None:
@@ -115,6 +155,24 @@ class AlarmLimits:
     period_s: int = 60
     evaluation_periods: int = 1
 
+    def detection_s(self) -> int:
+        """How long after a bad minute the alarms can have seen it: their periods, then the publication delay."""
+        return self.period_s * self.evaluation_periods + METRIC_DELAY_S
+
+
+def check_alarms(limits: AlarmLimits, shift: TrafficShift) -> None:
+    """Alarms that can fire on SageMaker's once-a-minute metrics, and bakes long enough for them to."""
+    if limits.period_s < METRIC_INTERVAL_S or limits.period_s % METRIC_INTERVAL_S:
+        raise RolloutError(f"alarm period {limits.period_s} s: SageMaker publishes endpoint metrics once a minute, so "
+                           "an alarm needs a period of 60 s or a multiple of it (a shorter one stays "
+                           "INSUFFICIENT_DATA and never rolls back)")
+    bake_name, bake_s = (("termination wait", shift.termination_wait_s) if shift.kind == "ALL_AT_ONCE"
+                         else ("wait interval", shift.wait_s))
+    if bake_s < limits.detection_s():
+        raise RolloutError(f"{bake_name} {bake_s} s is shorter than the {limits.detection_s()} s the alarms need to "
+                           f"see a bad minute ({limits.evaluation_periods} period(s) of {limits.period_s} s and "
+                           f"{METRIC_DELAY_S} s of metric delay): raise it")
+
 
 def rollback_alarms(aws: Aws, endpoint: str, limits: AlarmLimits = AlarmLimits()) -> list[str]:
     """Create the endpoint's rollback alarms (5xx errors, p99 ModelLatency); returns their names."""
@@ -130,7 +188,7 @@ def rollback_alarms(aws: Aws, endpoint: str, limits: AlarmLimits = AlarmLimits()
     made = []
     try:
         for name, metric in alarms.items():
-            aws.call("cloudwatch", "put_metric_alarm", AlarmName=name,
+            aws.call("cloudwatch", "put_metric_alarm", AlarmName=name, Tags=ownership_tags(endpoint),
                      AlarmDescription=f"rolls back an update of endpoint {endpoint}", **common, **metric)
             made.append(name)
     except AwsError:
@@ -140,20 +198,58 @@ def rollback_alarms(aws: Aws, endpoint: str, limits: AlarmLimits = AlarmLimits()
     return list(alarms)
 
 
+def policy_name(endpoint: str) -> str:
+    return f"{endpoint}-invocations"
+
+
 def autoscale(aws: Aws, endpoint: str, max_instances: int, invocations_per_instance: float = 100.0,
               min_instances: int = 1) -> None:
-    """Target tracking on SageMakerVariantInvocationsPerInstance, between min and max instances."""
+    """Target tracking on SageMakerVariantInvocationsPerInstance, between min and max instances; the policy's
+    name is recorded on the endpoint for ``teardown``."""
     if not 1 <= min_instances <= max_instances:
         raise RolloutError(f"autoscaling needs 1 <= min ({min_instances}) <= max ({max_instances}) instances")
-    target = {"ServiceNamespace": "sagemaker", "ResourceId": f"endpoint/{endpoint}/variant/{VARIANT}",
-              "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+    target = scaling_resource(endpoint)
     aws.call("application-autoscaling", "register_scalable_target", MinCapacity=min_instances,
              MaxCapacity=max_instances, **target)
-    aws.call("application-autoscaling", "put_scaling_policy", PolicyName=f"{endpoint}-invocations",
+    aws.call("application-autoscaling", "put_scaling_policy", PolicyName=policy_name(endpoint),
              PolicyType="TargetTrackingScaling", **target,
              TargetTrackingScalingPolicyConfiguration={
                  "TargetValue": invocations_per_instance, "ScaleInCooldown": 300, "ScaleOutCooldown": 60,
                  "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}})
+    record_scaling(aws, endpoint, [policy_name(endpoint)])
+
+
+def registered_target(aws: Aws, endpoint: str) -> dict | None:
+    """The variant's scalable target, None when autoscaling is not registered for it."""
+    resource = scaling_resource(endpoint)
+    targets = aws.call("application-autoscaling", "describe_scalable_targets",
+                       ServiceNamespace=resource["ServiceNamespace"], ResourceIds=[resource["ResourceId"]],
+                       ScalableDimension=resource["ScalableDimension"]).get("ScalableTargets", [])
+    return targets[0] if targets else None
+
+
+def deregister(aws: Aws, endpoint: str) -> None:
+    """Remove the variant's scalable target and this project's policy on it; refused when someone else's policy
+    is on it too (deregistering a target deletes every policy on it)."""
+    resource = scaling_resource(endpoint)
+    policies = aws.pages("application-autoscaling", "describe_scaling_policies", "ScalingPolicies",
+                         ServiceNamespace=resource["ServiceNamespace"], ResourceId=resource["ResourceId"],
+                         ScalableDimension=resource["ScalableDimension"])
+    others = sorted(policy["PolicyName"] for policy in policies if policy["PolicyName"] != policy_name(endpoint))
+    if others:
+        raise RolloutError(f"the instance type change needs the autoscaling of {endpoint} deregistered, and its "
+                           f"scalable target carries policies this project did not create ({', '.join(others)}): "
+                           "remove them first or keep --instance-type")
+    if policies:
+        aws.call("application-autoscaling", "delete_scaling_policy", PolicyName=policy_name(endpoint), **resource)
+    aws.call("application-autoscaling", "deregister_scalable_target", **resource)
+
+
+def kept_fleet_size(serving: dict, instances: int, max_instances: int) -> int:
+    """The new version's instance count: what autoscaling grew the serving variant to, else ``instances``."""
+    variants = serving.get("ProductionVariants") or [{}]
+    desired = variants[0].get("DesiredInstanceCount") or variants[0].get("CurrentInstanceCount") or 0
+    return min(max(instances, desired), max_instances)
 
 
 class RolledBack(DeployFailed):
@@ -171,12 +267,17 @@ def release_to_production(aws: Aws, request: DeployRequest, shift: TrafficShift,
     if not request.instance_count <= max_instances:
         raise RolloutError(f"--max-instances {max_instances} is below the {request.instance_count} instance(s) "
                            "the release starts with")
+    check_alarms(limits, shift)
     serving = settle(aws, request.endpoint, request)
     if serving is None:
         aws.say(f"endpoint {request.endpoint} does not exist: a first deploy, no canary")
         release = deploy(aws, request)
     else:
-        release = _guarded_update(aws, request, shift, limits, serving)
+        try:
+            release = _guarded_update(aws, request, shift, limits, serving, max_instances)
+        except RolledBack:  # the old version serves again: with its autoscaling
+            autoscale(aws, request.endpoint, max_instances)
+            raise
     autoscale(aws, request.endpoint, max_instances)
     return release
 
@@ -199,6 +300,13 @@ def settle(aws: Aws, endpoint: str, request: DeployRequest) -> dict | None:
     return described
 
 
+def _instance_type(aws: Aws, config_name: str) -> str:
+    if not config_name or aws.dry_run:
+        return ""
+    config = aws.call("sagemaker", "describe_endpoint_config", EndpointConfigName=config_name)
+    return config["ProductionVariants"][0].get("InstanceType", "")
+
+
 def _leftover_configs(aws: Aws, endpoint: str, serving_config: str) -> list[str]:
     configs = aws.pages("sagemaker", "list_endpoint_configs", "EndpointConfigs")
     return [config["EndpointConfigName"] for config in configs
@@ -207,18 +315,31 @@ def _leftover_configs(aws: Aws, endpoint: str, serving_config: str) -> list[str]
 
 
 def _guarded_update(aws: Aws, request: DeployRequest, shift: TrafficShift, limits: AlarmLimits,
-                    serving: dict) -> Release:
+                    serving: dict, max_instances: int) -> Release:
     old_config = serving.get("EndpointConfigName", "")
+    scaled = registered_target(aws, request.endpoint)
+    if scaled:  # the fleet autoscaling grew stays that size (SageMaker would start the new one at the config's)
+        request = dataclasses.replace(request, instance_count=kept_fleet_size(serving, request.instance_count,
+                                                                               max_instances))
+    check_shift(shift, request.instance_count)
     check_steps_fit(shift, request.instance_count)  # before the alarms: a refusal changes nothing
     alarms = rollback_alarms(aws, request.endpoint, limits)
     config = deployment_config(shift, request.instance_count, alarms)
     created = Created()
+    deregistered = False
     try:
         release = new_release(aws, created, request)
+        if scaled and _instance_type(aws, old_config) != request.instance_type:
+            aws.say(f"the instance type changes to {request.instance_type}: autoscaling of {request.endpoint} "
+                    "deregistered for the update (SageMaker refuses it otherwise), registered again after")
+            deregister(aws, request.endpoint)
+            deregistered = True
         aws.call("sagemaker", "update_endpoint", EndpointName=request.endpoint, EndpointConfigName=release.name,
                  DeploymentConfig=config)
     except BaseException:  # Ctrl-C included: nothing was handed to SageMaker, so nothing may stay
         remove(aws, created)
+        if deregistered:
+            autoscale(aws, request.endpoint, max_instances)
         raise
     try:
         final = wait_in_service(aws, request.endpoint, request.wait_timeout_s, request.poll_s)

@@ -11,7 +11,11 @@ does behind those calls, no kinder than SageMaker:
   is Failed with SageMaker's reason, which names the failed ping and points at CloudWatch
   (the container's own output is in the endpoint's log group, ``log_group(name)``);
 - UpdateEndpoint sets Updating; a new configuration whose container fails goes RollingBack,
-  then InService again on the old configuration, with the FailureReason;
+  then InService again on the old configuration, with the FailureReason; an update that
+  changes the instance type of a variant registered for autoscaling is refused;
+- a container's start creates the endpoint's log group in moto's CloudWatch Logs, as SageMaker does;
+- a multi-model cold load longer than ``multi_model_ready_wait_s`` (SageMaker: 60 s) is answered
+  429 ModelNotReadyException while it goes on;
 - real-time invocations keep to SageMaker's limits (``local_server.endpoint_route``);
 - async invocations keep to the async limits, and whatever goes wrong while processing one
   is written to the endpoint's S3 failure path, never lost.
@@ -20,9 +24,11 @@ does behind those calls, no kinder than SageMaker:
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
+import subprocess
 import tarfile
 import threading
 import uuid
@@ -33,16 +39,17 @@ import boto3
 import requests
 from moto.core.responses import ActionResult
 from moto.sagemaker.exceptions import ValidationError
-from moto.sagemaker.models import SageMakerModelBackend
+from moto.sagemaker.models import SageMakerModelBackend, sagemaker_backends
 from moto.sagemaker.responses import SageMakerResponse
 from moto.server import ThreadedMotoServer
 
 from local_server import TritonServer
-from local_server.endpoint_route import REALTIME_TIMEOUT_S, TIMED_OUT, EndpointRoute
-from local_server.multi_model import MultiModelHost
+from local_server.endpoint_route import DEFAULT_ACCOUNT, REALTIME_TIMEOUT_S, TIMED_OUT, EndpointRoute
+from local_server.multi_model import READY_WAIT_S, MultiModelHost
 from local_server.sagemaker_container import sagemaker_environment
-from local_server.server import free_port
-from tests.emulator_rollout import BlueGreenRollouts
+from local_server.server import TRITON_BINARY, TRITON_LIBS, free_port
+from local_server.supervisor import Supervisor, resend_after_restart
+from tests.emulator_rollout import BlueGreenRollouts, refuse_scaled_instance_type_change
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
@@ -65,7 +72,8 @@ _MISSING = object()
 class LocalSageMaker:
     def __init__(self, workdir: Path, realtime_timeout_s: float = REALTIME_TIMEOUT_S,
                  async_payload_limit: int = ASYNC_PAYLOAD_LIMIT,
-                 async_invocation_timeout_s: float = ASYNC_INVOCATION_TIMEOUT_S, multi_model_budget: int = 2):
+                 async_invocation_timeout_s: float = ASYNC_INVOCATION_TIMEOUT_S, multi_model_budget: int = 2,
+                 multi_model_ready_wait_s: float = READY_WAIT_S):
         """The limits default to SageMaker's; a test passes small ones to reach them quickly."""
         self.workdir = Path(workdir)
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
@@ -73,8 +81,10 @@ class LocalSageMaker:
         self.async_payload_limit = async_payload_limit
         self.async_invocation_timeout_s = async_invocation_timeout_s
         self.containers: dict[str, TritonServer] = {}  # endpoint config name -> its running container
+        self.supervisors: dict[str, Supervisor] = {}  # config name -> what replaces its container on a failed /ping
         self.hosts: dict[str, MultiModelHost] = {}  # config name -> the loader in front of a multi-model container
         self.multi_model_budget = multi_model_budget
+        self.multi_model_ready_wait_s = multi_model_ready_wait_s  # then 429 ModelNotReadyException, loading on
         self.endpoint_configs: dict[str, str] = {}  # endpoint name -> config name being served
         self.status_history: dict[str, list[str]] = {}  # endpoint name -> every status it was given
         self.lock = threading.Lock()
@@ -82,7 +92,7 @@ class LocalSageMaker:
         self._originals: dict[tuple[type, str], object] = {}
 
     # -- life cycle ------------------------------------------------------------------
-    def start(self) -> "LocalSageMaker":
+    def start(self) -> LocalSageMaker:
         self.moto.start()
         self.moto_url = f"http://127.0.0.1:{self.moto._port}"
         reset_moto(self.moto_url)
@@ -114,6 +124,14 @@ class LocalSageMaker:
     def log_group(self, endpoint_name: str) -> Path:
         """The local stand-in for CloudWatch log group /aws/sagemaker/Endpoints/<name>: one file per container."""
         return self.workdir / "cloudwatch" / "aws" / "sagemaker" / "Endpoints" / endpoint_name
+
+    def _cloudwatch_log_group(self, endpoint_name: str) -> None:
+        """SageMaker creates the endpoint's log group in CloudWatch Logs (moto's) when a container starts."""
+        logs = self._client("logs")
+        try:
+            logs.create_log_group(logGroupName=f"/aws/sagemaker/Endpoints/{endpoint_name}")
+        except logs.exceptions.ResourceAlreadyExistsException:
+            pass
 
     def container_logs(self, endpoint_name: str) -> str:
         return "".join(path.read_text(errors="replace") for path in sorted(self.log_group(endpoint_name).glob("*")))
@@ -148,7 +166,8 @@ class LocalSageMaker:
 
         def update_endpoint(backend, endpoint_name, endpoint_config_name):
             endpoint = backend.endpoints[endpoint_name]
-            backend.describe_endpoint_config(endpoint_config_name)  # raises for an unknown config
+            config = backend.describe_endpoint_config(endpoint_config_name)  # raises for an unknown config
+            refuse_scaled_instance_type_change(backend, endpoint, config)
             # UpdateEndpoint: "When SageMaker receives the request, it sets the endpoint status to Updating."
             emulator._set_status(endpoint, "Updating")
             threading.Thread(target=emulator._bring_up, args=(endpoint, endpoint_config_name, True),
@@ -192,13 +211,43 @@ class LocalSageMaker:
             return
         with self.lock:
             self.containers[config_name] = container
+            if config_name not in self.hosts:  # a multi-model host would need its loads replayed: not supervised
+                self.supervisors[config_name] = self._supervise(endpoint.endpoint_name, container)
             previous = self.endpoint_configs.get(endpoint.endpoint_name)
             self.endpoint_configs[endpoint.endpoint_name] = config_name
             self.route.endpoints[endpoint.endpoint_name] = self.hosts.get(config_name) or container.sagemaker_url
         if previous and previous != config_name:
             self._stop_container(previous)
-        endpoint.endpoint_config_name = config_name
+        self.serve_config(endpoint, config_name)
         self._set_status(endpoint, "InService")
+
+    def serve_config(self, endpoint, config_name: str) -> None:
+        """DescribeEndpoint after an update: the new configuration and its variant's instance counts."""
+        config = self._client("sagemaker").describe_endpoint_config(EndpointConfigName=config_name)
+        endpoint.endpoint_config_name = config_name
+        endpoint.production_variants = endpoint._process_production_variants(config["ProductionVariants"])
+
+    def autoscale_variant(self, endpoint_name: str, instances: int) -> None:
+        """What Application Auto Scaling does to a registered variant (UpdateEndpointWeightsAndCapacities):
+        its desired and current instance count become ``instances``, within the target's bounds."""
+        scaling = self._client("application-autoscaling")
+        targets = scaling.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[
+            f"endpoint/{endpoint_name}/variant/{VARIANT}"])["ScalableTargets"]
+        if not targets or not targets[0]["MinCapacity"] <= instances <= targets[0]["MaxCapacity"]:
+            raise ValueError(f"autoscaling cannot set {endpoint_name} to {instances} instances: {targets}")
+        endpoint = self._moto_endpoint(endpoint_name)
+        endpoint.production_variants[0].update(CurrentInstanceCount=instances, DesiredInstanceCount=instances)
+
+    def _moto_endpoint(self, endpoint_name: str):
+        return sagemaker_backends[DEFAULT_ACCOUNT][CREDENTIALS["AWS_DEFAULT_REGION"]].endpoints[endpoint_name]
+
+    def _supervise(self, endpoint_name: str, container: TritonServer) -> Supervisor:
+        """SageMaker replaces an instance that fails /ping; what happened goes to the endpoint's log group."""
+        def say(line: str) -> None:
+            with (self.log_group(endpoint_name) / f"{VARIANT}-supervisor").open("a") as log:
+                log.write(line + "\n")
+
+        return Supervisor(container, name=f"endpoint {endpoint_name}", say=say).start()
 
     def _start_container(self, endpoint_name: str, config_name: str) -> TritonServer:
         """Extract the model archive and start the container; its output goes to the endpoint's log group."""
@@ -208,11 +257,12 @@ class LocalSageMaker:
         container = model["PrimaryContainer"]
         log = self.log_group(endpoint_name) / f"{VARIANT}-{config_name}"
         log.parent.mkdir(parents=True, exist_ok=True)
+        self._cloudwatch_log_group(endpoint_name)
         if container.get("Mode") == "MultiModel":
             return self._start_multi_model_container(config_name, container, log)
         try:
             model_dir = self._extract(container["ModelDataUrl"], config_name)
-            environment = sagemaker_environment(model_dir, dict(container.get("Environment", {})))
+            environment = sagemaker_environment(model_dir, local_binary_environment(container, log))
             server = TritonServer(model_dir, sagemaker_mode=True, sagemaker_env=environment, log_path=log)
             return server.start(timeout_s=CONTAINER_START_TIMEOUT_S)
         except Exception as error:  # the serve script's or the server's complaint, as the container prints it
@@ -225,11 +275,12 @@ class LocalSageMaker:
         archives from the ModelDataUrl prefix on first use; the same host as the local multi-model mode."""
         workdir = self.workdir / f"{config_name}-{uuid.uuid4().hex[:6]}"
         workdir.mkdir(parents=True)
-        environment = {**container.get("Environment", {}), "SAGEMAKER_MULTI_MODEL": "true"}
+        environment = {**local_binary_environment(container, log), "SAGEMAKER_MULTI_MODEL": "true"}
         server = TritonServer(workdir, sagemaker_mode=True, sagemaker_env=environment, log_path=log)
         server.start(timeout_s=CONTAINER_START_TIMEOUT_S)
         self.hosts[config_name] = MultiModelHost(server.sagemaker_url, self._s3_archives(container["ModelDataUrl"]),
-                                                 workdir, max_loaded=self.multi_model_budget)
+                                                 workdir, max_loaded=self.multi_model_budget,
+                                                 ready_wait_s=self.multi_model_ready_wait_s)
         return server
 
     def _s3_archives(self, prefix_url: str):
@@ -257,6 +308,7 @@ class LocalSageMaker:
         with self.lock:
             container = self.containers.pop(config_name, None)
             self.hosts.pop(config_name, None)
+            self.supervisors.pop(config_name, None)  # container.stop() below ends its watch
         if container is not None:
             container.stop()
 
@@ -304,9 +356,14 @@ class LocalSageMaker:
             return 413, "text/plain", (f"ValidationError: the input {job.input_location} is {size} bytes, over the "
                                        f"{self.async_payload_limit} byte limit of asynchronous inference.").encode()
         body = self.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
-        try:
-            response = requests.post(f"{self.route.endpoints[job.endpoint_name]}/invocations", data=body,
-                                     headers={"Content-Type": job.content_type}, timeout=job.timeout_s)
+
+        def send():
+            return requests.post(f"{self.route.endpoints[job.endpoint_name]}/invocations", data=body,
+                                 headers={"Content-Type": job.content_type}, timeout=job.timeout_s)
+
+        try:  # a container that died under the request: sent again to its replacement, or to the failure path
+            supervisor = self.supervisors.get(self.endpoint_configs.get(job.endpoint_name, ""))
+            response = resend_after_restart(send, supervisor, job.timeout_s, lost=(requests.ConnectionError,))
         except requests.Timeout:
             _, message, _ = self.route.model_error(job.endpoint_name, 0, TIMED_OUT)
             return 0, "text/plain", f"ModelError: {message}".encode()
@@ -328,6 +385,29 @@ class AsyncJob:
     output: str
     failure: str
     timeout_s: float
+
+
+@functools.cache
+def local_binary_flags() -> str:
+    """The local tritonserver's --help."""
+    run = subprocess.run([str(TRITON_BINARY), "--help"], capture_output=True, text=True, timeout=60, check=False,
+                         env={**os.environ, "LD_LIBRARY_PATH": str(TRITON_LIBS)})
+    return run.stdout + run.stderr
+
+
+def local_binary_environment(container: dict, log: Path) -> dict[str, str]:
+    """The model's Environment for the local tritonserver: an image's flag that this binary lacks is dropped,
+    and the container's log says so. The one such flag is ``--http-max-input-size`` (Triton >= 2.68 applies it
+    to the SageMaker port; the local 2.51 has none): the route in front refuses bodies over SageMaker's 6 MiB
+    limit with SageMaker's own 413 instead, before they reach the container."""
+    environment = dict(container.get("Environment", {}))
+    words = environment.get("SAGEMAKER_TRITON_ADDITIONAL_ARGS", "").split()
+    unknown = [word for word in words if word.startswith("--") and word.split("=")[0] not in local_binary_flags()]
+    if unknown:
+        environment["SAGEMAKER_TRITON_ADDITIONAL_ARGS"] = " ".join(word for word in words if word not in unknown)
+        with log.open("a") as output:
+            output.write(f"emulator: the local tritonserver lacks {' '.join(unknown)}: not passed\n")
+    return environment
 
 
 def validation_error(message: str) -> tuple[int, dict, bytes]:

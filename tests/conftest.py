@@ -43,7 +43,10 @@ def board(product_store) -> Product:
 @pytest.fixture(scope="session")
 def cpu_repository(tmp_path_factory, board) -> Path:
     repository = tmp_path_factory.mktemp("repository") / "cpu"
-    build_repository(repository, BuildOptions(target="cpu", products=(board,)))
+    # Queues for the most a real-time request may take (just under SageMaker's 60 s): these tests
+    # send bursts on a loaded 2-core machine to prove batching and bad input, not shedding
+    # (tests/test_load_shedding.py builds its own repositories for that).
+    build_repository(repository, BuildOptions(target="cpu", products=(board,), latency_budget_s=55.0))
     return repository
 
 

@@ -11,15 +11,28 @@ Monitoring"; API reference BlueGreenUpdatePolicy, TrafficRoutingConfig):
   (the canary's share is its instance count over the variant's), the rest to blue;
 - every invocation's outcome and latency go to moto's CloudWatch as the endpoint's
   ``Invocation5XXErrors`` and ``ModelLatency`` (microseconds), dimensions EndpointName and
-  VariantName; during every baking period (``WaitIntervalInSeconds`` after each step, and
-  ``TerminationWaitInSeconds`` after the last) the alarms named in ``AutoRollbackConfiguration``
-  are evaluated from those data points and set with ``SetAlarmState``;
+  VariantName, as SageMaker publishes them: one data point set per minute, readable
+  ``METRIC_DELAY_S`` after its minute ended. From the UpdateEndpoint call on (the new fleet's
+  provisioning included: an alarm fired by the old fleet then aborts the update) until the end
+  of the last bake (``WaitIntervalInSeconds`` after each step, ``TerminationWaitInSeconds``
+  after the last), the alarms named in ``AutoRollbackConfiguration`` are evaluated over their
+  complete periods and set with ``SetAlarmState``; an alarm whose period is shorter than the
+  metrics' minute stays ``INSUFFICIENT_DATA`` (its periods hold no data point), which never
+  rolls back;
+- the update is rolled back when it runs longer than ``MaximumExecutionTimeoutInSeconds``;
+- an update that changes the instance type of a variant registered for autoscaling is refused
+  (``refuse_scaled_instance_type_change``; SageMaker's developer guide, "Update or delete an
+  endpoint that uses auto scaling": deregister the variant first);
 - an alarm in ``ALARM`` rolls back: ``RollingBack``, all traffic to blue, green stopped once its
   requests are answered, ``InService`` on the old configuration with a ``FailureReason`` naming
   the alarm; otherwise all traffic ends on green and blue is stopped once its requests are answered.
 
 A fleet is stopped only after the balancer has stopped choosing it and its last request has its
 answer, so no request is lost while traffic moves.
+
+Time: ``Clock`` runs the emulated SageMaker and CloudWatch time ``scale`` times faster than the wall
+clock (tests use 60: a minute a second), so baking periods, metric minutes, their delay and the
+execution timeout keep SageMaker's proportions while a test takes seconds.
 """
 from __future__ import annotations
 
@@ -28,13 +41,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.responses import ActionResult
-from moto.core.utils import utcnow
+from moto.sagemaker.exceptions import ValidationError
 from moto.sagemaker.responses import SageMakerResponse
 
 from local_server.endpoint_route import DEFAULT_ACCOUNT
@@ -49,8 +65,34 @@ FORWARD_TIMEOUT_S = 120.0  # longer than the route's: the route, not the balance
 # and says what matters: the alarm by name.
 ROLLED_BACK = ("Deployment was rolled back: CloudWatch alarm(s) {alarms} went into ALARM state during the "
                "baking period.")
+TIMED_OUT = ("Deployment was rolled back: it ran longer than its MaximumExecutionTimeoutInSeconds of {limit:.0f} "
+             "seconds.")
+# Our wording: the developer guide says to deregister the variant before changing its instance type.
+SCALED_TYPE_CHANGE = ("The endpoint {endpoint} cannot be updated: variant {variant} is registered as a scalable "
+                      "target with Application Auto Scaling and the update changes its instance type from "
+                      "{old} to {new}. Deregister the scalable target first.")
+METRIC_INTERVAL_S = 60.0  # SageMaker's endpoint invocation metrics: one a minute
+METRIC_DELAY_S = 60.0  # a minute's data points are readable this long after it ended (sagemaker_deploy.rollout)
 COMPARISONS = {"GreaterThanOrEqualToThreshold": float.__ge__, "GreaterThanThreshold": float.__gt__,
                "LessThanThreshold": float.__lt__, "LessThanOrEqualToThreshold": float.__le__}
+
+
+class Clock:
+    """Emulated time, in epoch seconds, running ``scale`` times faster than the wall clock."""
+
+    def __init__(self, scale: float = 1.0):
+        self._lock = threading.Lock()
+        self._origin, self._real_origin, self.scale = time.time(), time.monotonic(), scale
+
+    def now(self) -> float:
+        with self._lock:
+            return self._origin + (time.monotonic() - self._real_origin) * self.scale
+
+    def set_scale(self, scale: float) -> None:
+        """From now on ``scale`` emulated seconds per real second; emulated time goes on from where it is."""
+        origin = self.now()
+        with self._lock:
+            self._origin, self._real_origin, self.scale = origin, time.monotonic(), scale
 
 
 @dataclass
@@ -61,14 +103,15 @@ class Answered:
     status: int
     latency_us: float
     green_share: float  # the share of traffic green had when this request was routed
+    at: float = 0.0  # emulated time of the answer
 
 
 class Balancer:
     """The variant's front during and after a blue/green update: each request goes to one fleet,
     chosen so that exactly ``green_share`` of them reach green (a deterministic weighted split)."""
 
-    def __init__(self, endpoint: str, blue_config: str, blue_url: str):
-        self.endpoint = endpoint
+    def __init__(self, endpoint: str, blue_config: str, blue_url: str, clock: Clock):
+        self.endpoint, self.clock = endpoint, clock
         self.fleets = {blue_config: blue_url}
         self.blue, self.green, self.green_share = blue_config, "", 0.0
         self.chosen = 0
@@ -115,9 +158,11 @@ class Balancer:
             self.changed.wait_for(lambda: self.in_flight[config] == 0)
             self.fleets.pop(config, None)
 
-    def take_unpublished(self) -> list[Answered]:
+    def take_unpublished(self, before: float) -> list[Answered]:
+        """The answers given before emulated time ``before`` that are not published yet."""
         with self.changed:
-            taken, self.unpublished = self.unpublished, []
+            taken = [answer for answer in self.unpublished if answer.at < before]
+            self.unpublished = [answer for answer in self.unpublished if answer.at >= before]
             return taken
 
     def _choose(self) -> tuple[str, float]:
@@ -149,7 +194,7 @@ class Balancer:
         except (urllib.error.URLError, OSError) as error:  # never expected: a fleet is drained before it stops
             answer = f"the fleet of {config} did not answer: {error}".encode()
         finally:
-            self._done(Answered(config, status, (time.perf_counter() - started) * 1e6, share))
+            self._done(Answered(config, status, (time.perf_counter() - started) * 1e6, share, self.clock.now()))
         return status, headers, answer
 
     def _handler(self):
@@ -181,6 +226,8 @@ class Deployment:
     wait_s: float
     termination_wait_s: float
     alarms: list[str] = field(default_factory=list)
+    max_execution_s: float = math.inf  # MaximumExecutionTimeoutInSeconds (none given: no limit here)
+    deadline: float = math.inf  # emulated time: the call's time plus max_execution_s
 
 
 def traffic_steps(routing: dict, instance_count: int) -> list[float]:
@@ -197,6 +244,49 @@ def traffic_steps(routing: dict, instance_count: int) -> list[float]:
     return [min(1.0, share * step) for step in range(1, math.ceil(1 / share) + 1)]
 
 
+def minute_of(at: float) -> float:
+    return math.floor(at / METRIC_INTERVAL_S) * METRIC_INTERVAL_S
+
+
+def published_before(now: float) -> float:
+    """Answers before this emulated time are in minutes SageMaker has published by ``now``."""
+    return minute_of(now - METRIC_DELAY_S)
+
+
+def period_ends(alarm: dict, now: float) -> list[float]:
+    """The ends of the alarm's last ``EvaluationPeriods`` complete periods, newest first; none when its period
+    is shorter than the metrics' minute: such periods never hold a data point (INSUFFICIENT_DATA)."""
+    period = alarm["Period"]
+    if period < METRIC_INTERVAL_S:
+        return []
+    newest = math.floor(published_before(now) / period) * period
+    return [newest - back * period for back in range(alarm["EvaluationPeriods"])]
+
+
+def alarm_state(alarm: dict, periods: list[list[float]]) -> str:
+    """ALARM when every evaluated period breaches; a period without data breaches only with TreatMissingData
+    breaching; INSUFFICIENT_DATA when no period has data and missing data is not breaching."""
+    if not any(periods) and alarm.get("TreatMissingData") != "breaching":
+        return "INSUFFICIENT_DATA"
+    compare = COMPARISONS[alarm["ComparisonOperator"]]
+    breaching = [compare(float(statistic(values, alarm)), alarm["Threshold"]) if values
+                 else alarm.get("TreatMissingData") == "breaching" for values in periods]
+    return "ALARM" if all(breaching) else "OK"
+
+
+def refuse_scaled_instance_type_change(backend, endpoint, new_config: dict) -> None:
+    """SageMaker refuses an update that changes the instance type of a variant registered for autoscaling."""
+    resource = f"endpoint/{endpoint.endpoint_name}/variant/{VARIANT}"
+    scaling = applicationautoscaling_backends[backend.account_id][backend.region_name]
+    if not scaling.describe_scalable_targets("sagemaker", [resource], None):
+        return
+    old = backend.describe_endpoint_config(endpoint.endpoint_config_name)["ProductionVariants"][0]["InstanceType"]
+    new = new_config["ProductionVariants"][0]["InstanceType"]
+    if old != new:
+        raise ValidationError(SCALED_TYPE_CHANGE.format(endpoint=endpoint.endpoint_name, variant=VARIANT, old=old,
+                                                        new=new))
+
+
 def statistic(values: list[float], alarm: dict) -> float:
     """The alarm's statistic (or extended statistic pNN, nearest rank) over its period's data points."""
     if alarm.get("ExtendedStatistic"):
@@ -210,13 +300,15 @@ def statistic(values: list[float], alarm: dict) -> float:
 class BlueGreenRollouts:
     """Installs the guardrails on a ``LocalSageMaker``; ``stop()`` ends them and their fleets."""
 
-    def __init__(self, emulator, poll_s: float = 0.2):
+    def __init__(self, emulator, poll_s: float = 0.2, time_scale: float = 1.0):
         self.emulator = emulator
         self.poll_s = poll_s
+        self.clock = Clock(time_scale)
+        self.published: dict[str, list[float]] = defaultdict(list)  # endpoint -> the minutes published
         self.balancers: dict[str, Balancer] = {}  # endpoint name -> its front, once it had a blue/green update
         self.green_containers: dict[str, object] = {}  # config name -> container, until promoted
 
-    def install(self) -> "BlueGreenRollouts":
+    def install(self) -> BlueGreenRollouts:
         rollouts = self
         plain_update = SageMakerResponse.update_endpoint
 
@@ -246,13 +338,16 @@ class BlueGreenRollouts:
         backend.describe_endpoint(endpoint_name)  # raises SageMaker's error for an unknown endpoint
         endpoint = backend.endpoints[endpoint_name]
         config = backend.describe_endpoint_config(config_name)  # raises for an unknown config
+        refuse_scaled_instance_type_change(backend, endpoint, config)
         blue_green = policy["BlueGreenUpdatePolicy"]
         routing = blue_green.get("TrafficRoutingConfiguration", {})
         deployment = Deployment(endpoint, config_name,
                                 traffic_steps(routing, config["ProductionVariants"][0]["InitialInstanceCount"]),
                                 routing.get("WaitIntervalInSeconds", 0), blue_green.get("TerminationWaitInSeconds", 0),
                                 [alarm["AlarmName"] for alarm in
-                                 policy.get("AutoRollbackConfiguration", {}).get("Alarms", [])])
+                                 policy.get("AutoRollbackConfiguration", {}).get("Alarms", [])],
+                                blue_green.get("MaximumExecutionTimeoutInSeconds", math.inf))
+        deployment.deadline = self.clock.now() + deployment.max_execution_s
         # UpdateEndpoint: "When SageMaker receives the request, it sets the endpoint status to Updating."
         self.emulator._set_status(endpoint, "Updating")
         threading.Thread(target=self._run, args=(deployment,), daemon=True).start()
@@ -262,24 +357,38 @@ class BlueGreenRollouts:
         name = deployment.endpoint.endpoint_name
         # In front first: requests the route sent straight to blue have green's start-up time to finish.
         balancer = self._balancer(name)
+        with ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(self.emulator._start_container, name, deployment.config)
+            stop_reason = self._watch_provisioning(deployment, balancer, starting)
         try:
-            green = self.emulator._start_container(name, deployment.config)
+            green = starting.result()
         except Exception:  # the new fleet never passed /ping: SageMaker keeps the old one, as for a plain update
             from tests.aws_emulator import PING_FAILED
 
-            self._roll_back(deployment, None, PING_FAILED.format(variant=VARIANT))
+            self._roll_back(deployment, None, stop_reason or PING_FAILED.format(variant=VARIANT))
             return
         self.green_containers[deployment.config] = green
-        balancer.take_unpublished()  # metrics are published while an update bakes; older ones are not this one's
+        if stop_reason:  # aborted while provisioning: green never had traffic
+            self._roll_back(deployment, balancer, stop_reason)
+            return
         balancer.add_green(deployment.config, green.sagemaker_url)
         bakes = [deployment.wait_s] * (len(deployment.steps) - 1) + [deployment.termination_wait_s]
         for share, bake_s in zip(deployment.steps, bakes):
             balancer.shift(share)
-            fired = self._bake(deployment, balancer, bake_s)
-            if fired:
-                self._roll_back(deployment, balancer, ROLLED_BACK.format(alarms=", ".join(fired)))
+            stop_reason = self._bake(deployment, balancer, self.clock.now() + bake_s)
+            if stop_reason:
+                self._roll_back(deployment, balancer, stop_reason)
                 return
         self._promote(deployment, balancer, green)
+
+    def _watch_provisioning(self, deployment: Deployment, balancer: Balancer, starting: Future) -> str:
+        """The alarms and the timeout, watched while the new fleet starts; why the update stops, or ''."""
+        while not starting.done():
+            reason = self._bake(deployment, balancer, -math.inf)
+            if reason:
+                return reason
+            wait([starting], timeout=self.poll_s)
+        return ""
 
     def _balancer(self, name: str) -> Balancer:
         """The endpoint's balancer, put in front of its serving container the first time."""
@@ -289,58 +398,66 @@ class BlueGreenRollouts:
             if balancer is None or emulator.route.endpoints.get(name) != balancer.url:
                 if balancer is not None:  # a plain update has put its container in front since
                     balancer.stop()
-                balancer = Balancer(name, emulator.endpoint_configs[name], emulator.route.endpoints[name])
+                balancer = Balancer(name, emulator.endpoint_configs[name], emulator.route.endpoints[name],
+                                    self.clock)
                 self.balancers[name] = balancer
                 emulator.route.endpoints[name] = balancer.url
             return balancer
 
-    def _bake(self, deployment: Deployment, balancer: Balancer, bake_s: float) -> list[str]:
-        """Watch the alarms for ``bake_s`` seconds; the names of those that went into ALARM."""
-        deadline = time.monotonic() + bake_s
+    def _bake(self, deployment: Deployment, balancer: Balancer, until: float) -> str:
+        """Watch the alarms and the execution timeout until emulated time ``until``; why the update stops, or
+        '' (one look when ``until`` has passed)."""
         while True:
-            self._publish(deployment.endpoint.endpoint_name, balancer.take_unpublished())
-            fired = [alarm for alarm in deployment.alarms if self._evaluate(alarm) == "ALARM"]
-            if fired or time.monotonic() >= deadline:
-                return fired
+            now = self.clock.now()
+            self._publish(deployment.endpoint.endpoint_name, balancer.take_unpublished(published_before(now)))
+            fired = [alarm for alarm in deployment.alarms if self._evaluate(alarm, now) == "ALARM"]
+            if fired:
+                return ROLLED_BACK.format(alarms=", ".join(fired))
+            if now > deployment.deadline:
+                return TIMED_OUT.format(limit=deployment.max_execution_s)
+            if now >= until:
+                return ""
             time.sleep(self.poll_s)
 
     def _publish(self, endpoint: str, answers: list[Answered]) -> None:
-        """PutMetricData of the invocations since the last call, as SageMaker reports them."""
-        if not answers:
-            return
+        """PutMetricData of the invocations of complete minutes, one timestamp per minute, as SageMaker
+        reports them."""
+        by_minute: dict[float, list[Answered]] = defaultdict(list)
+        for answer in answers:
+            by_minute[minute_of(answer.at)].append(answer)
         dimensions = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": VARIANT}]
-        errors = [1.0 if answer.status >= 500 else 0.0 for answer in answers]
-        latencies = [answer.latency_us for answer in answers]
         cloudwatch = self.emulator._client("cloudwatch")
-        for start in range(0, len(answers), 150):  # PutMetricData: at most 150 values per datum
-            cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=[
-                {"MetricName": "Invocation5XXErrors", "Dimensions": dimensions, "Unit": "None",
-                 "Values": errors[start:start + 150]},
-                {"MetricName": "ModelLatency", "Dimensions": dimensions, "Unit": "Microseconds",
-                 "Values": latencies[start:start + 150]}])
+        for minute, in_minute in sorted(by_minute.items()):
+            stamp = datetime.fromtimestamp(minute, timezone.utc)
+            errors = [1.0 if answer.status >= 500 else 0.0 for answer in in_minute]
+            latencies = [answer.latency_us for answer in in_minute]
+            for start in range(0, len(in_minute), 150):  # PutMetricData: at most 150 values per datum
+                cloudwatch.put_metric_data(Namespace=NAMESPACE, MetricData=[
+                    {"MetricName": "Invocation5XXErrors", "Dimensions": dimensions, "Unit": "None",
+                     "Timestamp": stamp, "Values": errors[start:start + 150]},
+                    {"MetricName": "ModelLatency", "Dimensions": dimensions, "Unit": "Microseconds",
+                     "Timestamp": stamp, "Values": latencies[start:start + 150]}])
+            self.published[endpoint].append(minute)
 
-    def _evaluate(self, alarm_name: str) -> str:
-        """What CloudWatch would decide from the data points of the alarm's last evaluation periods; set it."""
+    def _evaluate(self, alarm_name: str, now: float) -> str:
+        """What CloudWatch would decide at emulated time ``now`` from the alarm's last complete evaluation
+        periods (those whose minutes are all published); set it."""
         cloudwatch = self.emulator._client("cloudwatch")
         alarms = cloudwatch.describe_alarms(AlarmNames=[alarm_name])["MetricAlarms"]
         if not alarms:
             return "INSUFFICIENT_DATA"  # a missing alarm cannot roll anything back
         alarm = alarms[0]
-        breaching = [self._breaching(alarm, period) for period in range(alarm["EvaluationPeriods"])]
-        state = "ALARM" if all(breaching) else "OK"
+        state = alarm_state(alarm, [self._values(alarm, end) for end in period_ends(alarm, now)])
         if state != alarm["StateValue"]:
             cloudwatch.set_alarm_state(AlarmName=alarm_name, StateValue=state,
                                        StateReason=f"evaluated by the emulator over {alarm['Period']} s periods")
         return state
 
-    def _breaching(self, alarm: dict, periods_ago: int) -> bool:
-        end = utcnow().timestamp() - periods_ago * alarm["Period"]
-        values = [datum.value for datum in cloudwatch_backends[DEFAULT_ACCOUNT][REGION].metric_data
-                  if datum.filter(alarm["Namespace"], alarm["MetricName"], alarm.get("Dimensions", []))
-                  and end - alarm["Period"] <= datum.timestamp.timestamp() <= end]
-        if not values:  # TreatMissingData: notBreaching (ours), or missing: no breach either way here
-            return alarm.get("TreatMissingData") == "breaching"
-        return COMPARISONS[alarm["ComparisonOperator"]](float(statistic(values, alarm)), alarm["Threshold"])
+    def _values(self, alarm: dict, end: float) -> list[float]:
+        """The data points of the alarm's metric in the period that ends at ``end``."""
+        return [datum.value for datum in cloudwatch_backends[DEFAULT_ACCOUNT][REGION].metric_data
+                if datum.filter(alarm["Namespace"], alarm["MetricName"], alarm.get("Dimensions", []))
+                and end - alarm["Period"] <= datum.timestamp.timestamp() < end]
 
     def _roll_back(self, deployment: Deployment, balancer: Balancer | None, reason: str) -> None:
         # DescribeEndpoint: "RollingBack: ... rolling back to its previous configuration. Once the rollback
@@ -360,5 +477,5 @@ class BlueGreenRollouts:
             emulator.containers[deployment.config] = self.green_containers.pop(deployment.config)
             emulator.endpoint_configs[deployment.endpoint.endpoint_name] = deployment.config
         emulator._stop_container(old)
-        deployment.endpoint.endpoint_config_name = deployment.config
+        emulator.serve_config(deployment.endpoint, deployment.config)
         emulator._set_status(deployment.endpoint, "InService")

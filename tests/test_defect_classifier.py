@@ -386,6 +386,29 @@ def test_the_threshold_folded_into_the_exported_parent_makes_0_5_the_chosen_one(
     assert list(served >= 0.5) == list(raw >= threshold)
 
 
+@pytest.mark.parametrize("layout, same", [("anywhere", True), ("fixed", False)])
+def test_only_the_anywhere_head_scores_a_defect_the_same_wherever_it_is(layout, same):
+    import torch
+
+    from builders import defect_architecture as arch
+
+    torch.manual_seed(0)
+    cnn = arch.network(1, 192, 192, layout).eval()
+    image = torch.zeros(2, 3, 192, 192)
+    image[0, :, 40:56, 40:56] = 1  # one blob, then the same blob 64 pixels (two map cells) further
+    image[1, :, 104:120, 104:120] = 1
+    with torch.no_grad():
+        logits = cnn(image)[0][:, 0]
+    assert bool(torch.isclose(logits[0], logits[1], atol=1e-5)) is same, logits
+
+
+def test_a_network_of_an_unknown_layout_is_refused():
+    from builders import defect_architecture as arch
+
+    with pytest.raises(ValueError, match="unknown layout 'sideways': one of fixed, anywhere"):
+        arch.network(1, 64, 64, "sideways")
+
+
 def test_a_rebuild_of_the_repository_keeps_registered_versions_and_the_served_one(tmp_path, board, parent, child):
     repository = tmp_path / "cpu"
     build_repository(repository, BuildOptions(target="cpu", products=(board,), models=(parent, child)))

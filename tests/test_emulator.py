@@ -225,3 +225,21 @@ def test_create_endpoint_for_a_name_already_taken_is_refused_as_sagemaker_refuse
     with pytest.raises(botocore.exceptions.ClientError, match="Cannot create already existing endpoint"):
         sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=config)
     assert sagemaker.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == "InService"
+
+
+def test_alarms_see_sagemakers_metrics_once_a_minute_a_minute_late_and_never_in_sub_minute_periods():
+    from tests.emulator_rollout import alarm_state, period_ends, published_before
+
+    alarm = {"Period": 60, "EvaluationPeriods": 2, "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+             "Threshold": 1.0, "Statistic": "Sum", "TreatMissingData": "notBreaching"}
+    # at 10:03:30 the minutes up to 10:02 are published (one minute of delay): periods 10:01-10:02 and 10:00-10:01
+    now = 36_000 + 3 * 60 + 30
+    assert published_before(now) == 36_000 + 2 * 60
+    assert period_ends(alarm, now) == [36_000 + 2 * 60, 36_000 + 60]
+    assert alarm_state(alarm, [[1.0], [0.0, 1.0]]) == "ALARM"
+    assert alarm_state(alarm, [[1.0], [0.0]]) == "OK"
+    assert alarm_state(alarm, [[1.0], []]) == "OK"  # a missing period is not breaching
+    assert alarm_state(alarm, [[], []]) == "INSUFFICIENT_DATA"
+    # a 10 s alarm on a metric published once a minute: none of its periods is ever evaluated with data
+    assert period_ends({**alarm, "Period": 10}, now) == []
+    assert alarm_state({**alarm, "Period": 10}, []) == "INSUFFICIENT_DATA"

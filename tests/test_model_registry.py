@@ -6,6 +6,7 @@ from moto.server import ThreadedMotoServer
 
 from local_server.server import free_port
 from sagemaker_deploy.aws import PROJECT_TAG, Aws
+from sagemaker_deploy.deploy import SCALING_TAG_KEY
 from sagemaker_deploy.model_registry import (APPROVED, PENDING, REJECTED, RegistryError, group_name, packages,
                                              register, require_approved, set_status)
 from sagemaker_deploy.rollout import (AlarmLimits, RolloutError, TrafficShift, autoscale, deployment_config,
@@ -84,7 +85,7 @@ def test_canary_config_names_the_alarms_and_the_shift():
     (TrafficShift("CANARY", "INSTANCE_COUNT", 2), 3, r"canary size 2 INSTANCE_COUNT is 67% of the variant's 3"),
     (TrafficShift("LINEAR", "CAPACITY_PERCENT", 5), 4, r"linear step size 5 CAPACITY_PERCENT is 5% .* 10-50%"),
     (TrafficShift("CANARY", wait_s=4000), 2, r"wait interval 4000 s is outside SageMaker's 0-3600 s"),
-    (TrafficShift("CANARY", max_execution_s=300), 2, r"maximum execution time 300 s is outside .*600-14400"),
+    (TrafficShift("CANARY", max_execution_s=300), 2, r"maximum execution time 300 s is outside .*600-28800"),
     (TrafficShift("SOMETIMES"), 2, r"traffic shift 'SOMETIMES': choose one of"),
     (TrafficShift("CANARY", "CAPACITY_PERCENT", 50), 1,
      r"a canary step of 50 CAPACITY_PERCENT is 1 of the variant's 1 instance\(s\), over half of it"),
@@ -110,7 +111,20 @@ def test_rollback_alarms_watch_5xx_and_p99_latency_of_the_endpoint(aws):
     assert {"Name": "EndpointName", "Value": "factory"} in latency["Dimensions"]
 
 
+def moto_endpoint(aws, name: str) -> None:
+    """An endpoint in moto's records (nothing serves it): what AWS needs before a variant can autoscale."""
+    from tests.aws_emulator import INSTANCE, ROLE, VARIANT
+
+    aws.call("sagemaker", "create_model", ModelName=f"{name}-model", ExecutionRoleArn=ROLE,
+             PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/triton:latest"})
+    aws.call("sagemaker", "create_endpoint_config", EndpointConfigName=f"{name}-config", ProductionVariants=[
+        {"VariantName": VARIANT, "ModelName": f"{name}-model", "InitialInstanceCount": 1,
+         "InstanceType": INSTANCE}])
+    aws.call("sagemaker", "create_endpoint", EndpointName=name, EndpointConfigName=f"{name}-config")
+
+
 def test_autoscaling_tracks_invocations_per_instance_between_one_and_n(aws):
+    moto_endpoint(aws, "factory")
     autoscale(aws, "factory", max_instances=4, invocations_per_instance=50)
     target = aws.call("application-autoscaling", "describe_scalable_targets", ServiceNamespace="sagemaker",
                       ResourceIds=["endpoint/factory/variant/AllTraffic"])["ScalableTargets"][0]
@@ -119,5 +133,8 @@ def test_autoscaling_tracks_invocations_per_instance_between_one_and_n(aws):
                       PolicyNames=["factory-invocations"])["ScalingPolicies"][0]
     tracking = policy["TargetTrackingScalingPolicyConfiguration"]
     assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+    arn = aws.call("sagemaker", "describe_endpoint", EndpointName="factory")["EndpointArn"]
+    tags = {tag["Key"]: tag["Value"] for tag in aws.call("sagemaker", "list_tags", ResourceArn=arn)["Tags"]}
+    assert tags[SCALING_TAG_KEY] == "factory-invocations"  # what teardown may remove
     with pytest.raises(RolloutError, match=r"1 <= min \(3\) <= max \(2\)"):
         autoscale(aws, "factory", max_instances=2, min_instances=3)

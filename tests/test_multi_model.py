@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -282,3 +283,39 @@ def assert_a_second_deploy_to_the_live_name_touches_nothing(aws, request, live):
     assert objects() == before
     assert aws.call("sagemaker", "describe_endpoint", EndpointName="factory")["EndpointConfigName"] == live.name
     assert [m["ModelName"] for m in aws.pages("sagemaker", "list_models", "Models")] == [live.name]
+
+
+def test_a_cold_load_longer_than_the_ready_wait_answers_429_model_not_ready_and_a_retry_is_served(endpoint, photos):
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    from clients.classify import encoded_batch
+    from clients.protocols import sagemaker_body
+    from sagemaker_deploy.runtime import invoke_until_ready
+
+    endpoint.host.unload_all()
+    loads_before = endpoint.host.events.count(f"load {CLASSIFY}")
+    body, content_type = sagemaker_body({ensemble_dali_inception.INPUT.name: encoded_batch([photos["chelsea"]])},
+                                        [ensemble_dali_inception.OUTPUT.name], binary=True)
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=endpoint.url, region_name="us-east-1",
+                           config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 3}))
+
+    def invoke():
+        return runtime.invoke_endpoint(EndpointName=endpoint.name, TargetModel=CLASSIFY, ContentType=content_type,
+                                       Body=body)
+
+    endpoint.host.ready_wait_s = 0.05  # SageMaker's 60 s, scaled down: every cold load here takes longer
+    try:
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            invoke()  # botocore's standard retries do not retry it
+        assert refused.value.response["Error"]["Code"] == "ModelNotReadyException"
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+        assert "still loading" in refused.value.response["Error"]["Message"]
+        waits = []
+        answer = invoke_until_ready(invoke, first_wait_s=0.2, sleep=lambda s: (waits.append(s), time.sleep(s)))
+    finally:
+        endpoint.host.ready_wait_s = 60.0
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200 and waits
+    assert waits == [0.2 * 2 ** n for n in range(len(waits))]  # backed off, doubling
+    assert endpoint.host.events.count(f"load {CLASSIFY}") == loads_before + 1  # the load went on: once, then served

@@ -117,7 +117,10 @@ def test_real_defects_from_a_lookout_dataset_are_scored_on_crops_training_never_
     parent = evaluation_of(factory["repository"], "bricks_parent")
     test = parent["splits"]["test"]
     assert test["count"] == 24 and test["per_label"]["anomaly"]["support"] == 12
-    assert test["roc_auc"] is not None and isinstance(parent["threshold"], float)
+    assert isinstance(parent["threshold"], float)
+    # Cracks, scratches, dents, stains and chips anywhere on the wall: the per-place head tells them from
+    # normal crops it never saw (2026-12-02: ROC AUC 0.96; the positional head reached 0.68 here).
+    assert test["roc_auc"] >= 0.85, test
     dataset = json.loads((factory["repository"] / "bricks_parent" / "2" / "dataset.json").read_text())
     tested = {Path(e["path"]).name for e in dataset["examples"] if e["split"] == "test"}
     trained = {Path(e["path"]).name for e in dataset["examples"] if e["split"] != "test"}
@@ -164,6 +167,23 @@ def test_a_product_that_exists_with_other_classes_is_refused(factory, capsys):
 def test_a_product_name_or_class_name_lookout_could_not_carry_is_refused(name, colors, rule, tmp_path):
     with pytest.raises(ProductError, match=rule):
         define(from_color_map(name, colors, 240, 320), tmp_path)
+
+
+def test_layout_defaults_to_fixed_for_labels_and_anywhere_for_lookout_and_can_be_chosen(tmp_path):
+    store = tmp_path / "store"
+    define_product(store, "coins", "--labels", str(coins_labels(tmp_path / "coins")))
+    data = lookout_dataset(tmp_path / "bricks", split=True, normals=12, anomalies=12)
+    define_product(store, "bricks", "--lookout", str(data))
+    define_product(store, "walls", "--lookout", str(data), "--layout", "fixed")
+    assert [find(name, store).layout for name in ("coins", "bricks", "walls")] == ["fixed", "anywhere", "fixed"]
+
+
+def test_a_product_file_with_an_unknown_layout_is_refused_naming_file_and_layouts(tmp_path):
+    product = from_color_map("coins", {"BACKGROUND": "#ffffff", "coin": "#ff0000"}, 240, 320)
+    file = define(product, tmp_path)
+    file.write_text(file.read_text().replace('"layout": "fixed"', '"layout": "sideways"'))
+    with pytest.raises(ProductError, match=r"product.json: .*layout 'sideways' is not one of fixed, anywhere"):
+        find("coins", tmp_path)
 
 
 def test_a_lookout_dataset_with_mixed_sizes_is_refused_naming_the_image(tmp_path, capsys):

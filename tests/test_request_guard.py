@@ -161,17 +161,25 @@ def identity_endpoint(tmp_path_factory):
     """A throw-away SageMaker-mode tritonserver serving an identity model, behind the route."""
     from local_server.endpoint_route import EndpointRoute
 
-    model_dir = tmp_path_factory.mktemp("guard_opt_ml") / "model"
-    (model_dir / "identity" / "1").mkdir(parents=True)
-    (model_dir / "identity" / "config.pbtxt").write_text(IDENTITY_CONFIG)
-    (model_dir / "identity" / "1" / "model.py").write_text(IDENTITY_MODEL)
+    model_dir = identity_repository(tmp_path_factory.mktemp("guard_opt_ml") / "model")
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                            "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        for name, value in TEST_CREDENTIALS.items():
             patch.setenv(name, value)
         with TritonServer(model_dir, sagemaker_mode=True, sagemaker_default_model="identity") as container:
             with EndpointRoute({"guarded": container.sagemaker_url}) as route:
                 yield container, route
+
+
+TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1"}  # boto3 signs even requests to the local route
+
+
+def identity_repository(folder):
+    """A model repository holding the identity model alone."""
+    (folder / "identity" / "1").mkdir(parents=True)
+    (folder / "identity" / "config.pbtxt").write_text(IDENTITY_CONFIG)
+    (folder / "identity" / "1" / "model.py").write_text(IDENTITY_MODEL)
+    return folder
 
 
 def invoke_raw(route, body: bytes, content_type: str) -> None:

@@ -19,7 +19,7 @@ from clients.protocols import Route
 from sagemaker_deploy.__main__ import main as deploy_main
 from sagemaker_deploy.aws import Aws
 from sagemaker_deploy.deploy import DEFAULT_TRITON_VERSION, DeployFailed, DeployRequest, container_environment, \
-    deploy, teardown, update
+    deploy, request_environment, teardown, update
 from sagemaker_deploy.package import PackageError, make_archive, required_models
 from tests.aws_emulator import INSTANCE, ROLE
 
@@ -77,6 +77,22 @@ def test_models_called_through_bls_are_packed_and_loaded_explicitly(cpu_reposito
     assert bls == ["ensemble_dali_inception"] and "dali" in needed and "dali" not in loaded
     environment = container_environment(ensemble_lama.NAME, bls)
     assert environment["SAGEMAKER_TRITON_ADDITIONAL_ARGS"] == "--load-model=ensemble_dali_inception"
+
+
+@pytest.mark.parametrize(("triton_version", "async_output", "limited"), [
+    ("26.05", "", True), ("25.09", "", False), ("24.09", "", False), ("26.05", "s3://b/async", False)])
+def test_a_real_time_container_limits_bodies_to_6_mib_where_its_triton_applies_that_to_the_sagemaker_port(
+        cpu_repository, tmp_path, triton_version, async_output, limited):
+    # Triton 2.68 (server PR #8686) applies --http-max-input-size to the SageMaker port: 26.05 ships 2.69, 25.09
+    # ships 2.61. An async endpoint takes bodies of up to 1 GB from S3: no limit.
+    environment = request_environment(request(cpu_repository, tmp_path, triton_version=triton_version,
+                                              async_output=async_output, thread_count=3,
+                                              buffer_manager_thread_count=5), ensemble_lama.NAME, ["lama_decode"])
+    words = environment["SAGEMAKER_TRITON_ADDITIONAL_ARGS"].split()
+    assert words[0] == "--load-model=lama_decode"
+    assert ("--http-max-input-size=6291456" in words) == limited
+    assert (environment["SAGEMAKER_TRITON_THREAD_COUNT"], environment["SAGEMAKER_TRITON_BUFFER_MANAGER_THREAD_COUNT"]) \
+        == ("3", "5")  # two knobs, two options
 
 
 def test_dry_run_prints_every_call_and_creates_nothing(cpu_repository, tmp_path, aws, capsys):

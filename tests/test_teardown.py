@@ -13,6 +13,7 @@ from clients.protocols import Route
 from sagemaker_deploy.__main__ import main as deploy_main
 from sagemaker_deploy.aws import PROJECT_TAG, ownership_tags, s3_tagging
 from sagemaker_deploy.deploy import DeployRequest, teardown, update
+from sagemaker_deploy.rollout import autoscale, rollback_alarms
 from tests.aws_emulator import INSTANCE, ROLE
 
 BUCKET = "teardown-models"
@@ -138,7 +139,8 @@ def test_deploy_tags_everything_and_update_retires_the_old_model_and_config_and_
         cpu_repository, tmp_path, aws, local_sagemaker, photos):
     assert deploy_main(["--region", "us-east-1", "deploy", "--allow-cpu-target", "--repository", str(cpu_repository),
                         "--endpoint", "tagged", "--bucket", BUCKET, "--role", ROLE, "--instance-type", INSTANCE,
-                        "--poll-s", "0.5", "--wait-timeout-s", "180", "--thread-count", "3"]) == 0
+                        "--poll-s", "0.5", "--wait-timeout-s", "180", "--thread-count", "3",
+                        "--buffer-manager-thread-count", "5"]) == 0
     sagemaker = local_sagemaker._client("sagemaker")
     first = sagemaker.describe_endpoint(EndpointName="tagged")["EndpointConfigName"]
     first_archive = sagemaker.describe_model(ModelName=first)["PrimaryContainer"]["ModelDataUrl"]
@@ -146,7 +148,11 @@ def test_deploy_tags_everything_and_update_retires_the_old_model_and_config_and_
                                                          f"endpoint config {first}"}
     assert keys_by_owner(local_sagemaker, BUCKET)["tagged"] == {first_archive}
     environment = sagemaker.describe_model(ModelName=first)["PrimaryContainer"]["Environment"]
-    assert environment["SAGEMAKER_TRITON_THREAD_COUNT"] == "3"
+    assert (environment["SAGEMAKER_TRITON_THREAD_COUNT"], environment["SAGEMAKER_TRITON_BUFFER_MANAGER_THREAD_COUNT"]) \
+        == ("3", "5")
+    # the default image's Triton (2.69) limits the SageMaker port's bodies too; the local 2.51 has no such flag, so
+    # the emulator leaves it out (its route keeps the limit) and its container starts
+    assert "--http-max-input-size=6291456" in environment["SAGEMAKER_TRITON_ADDITIONAL_ARGS"].split()
 
     second = update(aws, DeployRequest(cpu_repository, "tagged", BUCKET, ROLE, "us-east-1", instance_type=INSTANCE,
                                        workdir=tmp_path, poll_s=0.5, wait_timeout_s=180,
@@ -172,3 +178,59 @@ def test_autoscale_to_zero_on_a_real_time_endpoint_is_refused_before_any_aws_cal
     assert printed.err == ("error: --autoscale-to-zero needs --async-output: only an asynchronous endpoint can "
                            "scale to 0 instances (a real-time one keeps at least 1)\n")
     assert "realtime" not in names_by_owner(local_sagemaker)
+
+
+def alarm_names(local_sagemaker) -> set[str]:
+    return {alarm["AlarmName"] for alarm in every(local_sagemaker._client("cloudwatch"), "describe_alarms",
+                                                  "MetricAlarms")}
+
+
+def scaling_state(local_sagemaker) -> tuple[set[str], set[str]]:
+    """(scalable targets' resource ids, scaling policies' names) of SageMaker variants."""
+    scaling = local_sagemaker._client("application-autoscaling")
+    targets = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    policies = scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    return {target["ResourceId"] for target in targets}, {policy["PolicyName"] for policy in policies}
+
+
+def log_groups(local_sagemaker) -> set[str]:
+    logs = local_sagemaker._client("logs")
+    return {group["logGroupName"] for group in logs.describe_log_groups(
+        logGroupNamePrefix="/aws/sagemaker/Endpoints/")["logGroups"]}
+
+
+def test_teardown_removes_the_alarms_scaling_and_log_group_it_owns_and_leaves_everyone_elses(local_sagemaker, aws):
+    sagemaker = local_sagemaker._client("sagemaker")
+    for endpoint, tags in (("guarded", ownership_tags("guarded")), ("guarded-theirs", []),
+                           ("guarded2", ownership_tags("guarded2"))):
+        make_resources(local_sagemaker, endpoint, 1, tags)
+        sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=f"{endpoint}-0000", Tags=tags)
+        rollback_alarms(aws, endpoint)  # what rollout creates: the rollback alarms...
+        autoscale(aws, endpoint, max_instances=2)  # ...and the target-tracking autoscaling
+    cloudwatch = local_sagemaker._client("cloudwatch")
+    cloudwatch.put_metric_alarm(AlarmName="guarded-invocation-5xx-mine", MetricName="Invocation5XXErrors",
+                                Namespace="AWS/SageMaker", Statistic="Sum", Period=60, EvaluationPeriods=1,
+                                Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold")  # someone else's
+    scaling = local_sagemaker._client("application-autoscaling")
+    scaling.put_scaling_policy(PolicyName="guarded-theirs-extra", ServiceNamespace="sagemaker",
+                               ResourceId="endpoint/guarded-theirs/variant/AllTraffic",
+                               ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+                               PolicyType="TargetTrackingScaling", TargetTrackingScalingPolicyConfiguration={
+                                   "TargetValue": 5.0, "PredefinedMetricSpecification": {
+                                       "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}})
+    for endpoint in ("guarded", "guarded-theirs", "guarded2"):  # SageMaker makes them once a container starts
+        local_sagemaker._cloudwatch_log_group(endpoint)
+    alarms, (targets, policies), groups = alarm_names(local_sagemaker), scaling_state(local_sagemaker), \
+        log_groups(local_sagemaker)
+
+    removed = teardown(aws, "guarded")
+    mine = {"guarded-invocation-5xx", "guarded-model-latency-p99"}
+    assert {line for line in removed if not line.startswith(("model ", "endpoint"))} == {
+        *(f"alarm {name}" for name in mine), "scaling policy guarded-invocations",
+        "scalable target endpoint/guarded/variant/AllTraffic", "log group /aws/sagemaker/Endpoints/guarded"}
+    assert alarm_names(local_sagemaker) == alarms - mine
+    assert scaling_state(local_sagemaker) == (targets - {"endpoint/guarded/variant/AllTraffic"},
+                                              policies - {"guarded-invocations"})
+    assert log_groups(local_sagemaker) == groups - {"/aws/sagemaker/Endpoints/guarded"}
+    assert "guarded-invocation-5xx-mine" in alarm_names(local_sagemaker)
+    assert "guarded-theirs-extra" in scaling_state(local_sagemaker)[1]

@@ -41,7 +41,7 @@ def boards(product, normals: int, anomalies_per_class: int, seed: int) -> tuning
         if absent is not None:
             missing[row, absent] = 1
     anomaly = missing.any(axis=1)
-    return tuning.Split(images, anomaly, missing, classes, anomaly)  # every anomaly's classes are known
+    return tuning.Split(images, anomaly, missing, classes, anomaly, "fixed")  # every anomaly's classes are known
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from batching import BatchedModel
-from defect_routing import Thresholds, inspect, present
+from defect_routing import Thresholds, check_sizes, inspect, present
 
 
 class TritonPythonModel(BatchedModel):
@@ -42,6 +42,10 @@ class TritonPythonModel(BatchedModel):
 
     def child(self, images):
         return self.call(self.parameters["child"], images, [self.parameters["missing_scores"]])[0]
+
+    def check(self, inputs):
+        # Per request: an image too small to inspect fails its own request, not the batch it came in.
+        check_sizes(np.stack(inputs[self.input_names[1]]), self.thresholds.min_side)
 
     def run(self, inputs):
         images, shapes = (np.stack(inputs[name]) for name in self.input_names)

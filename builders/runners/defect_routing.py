@@ -20,6 +20,13 @@ def too_small(shapes, min_side):
             f"{min_side}x{min_side}" for row, shape in enumerate(shapes) if min(shape[0], shape[1]) < min_side]
 
 
+def check_sizes(shapes, min_side):
+    """A ValueError naming every image under ``min_side`` pixels."""
+    problems = too_small(shapes, min_side)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def inspect(images, shapes, thresholds, classes, parent, child):
     """(anomaly scores [N, 1], labels [N, 1] bytes, class scores [N, classes] or None, low confidence [N, 1]).
 
@@ -29,9 +36,7 @@ def inspect(images, shapes, thresholds, classes, parent, child):
     Low confidence: unlike the training images (novelty), or a score near the threshold.
     A ValueError names images too small to inspect.
     """
-    problems = too_small(shapes, thresholds.min_side)
-    if problems:
-        raise ValueError("; ".join(problems))
+    check_sizes(shapes, thresholds.min_side)
     scores, novelty = (np.asarray(v, np.float32).reshape(-1, 1) for v in parent(images))
     routed = scores[:, 0] >= thresholds.anomaly
     found = None

@@ -1,9 +1,9 @@
 """``lama_finish``: crop the padding away and convert to uint8 HWC."""
-from batching import BatchedModel
+from batching import BatchedModel, per_row
 from lama_processing import finish
 
 
 class TritonPythonModel(BatchedModel):
     def run(self, inputs):
         images, sizes = (inputs[name] for name in self.input_names)
-        return {self.output_names[0]: [finish(image, size) for image, size in zip(images, sizes)]}
+        return {self.output_names[0]: per_row(finish, images, sizes)}
