@@ -237,7 +237,8 @@ def test_guardrails_that_could_never_fire_or_time_out_are_refused_before_any_cal
 
 
 def test_the_longest_execution_time_sagemaker_allows_is_accepted():
-    deployment_config(canary(3600, max_execution_s=28800), 2, ["an-alarm"])  # raises nothing
+    config = deployment_config(canary(3600, max_execution_s=28800), 2, ["an-alarm"])
+    assert config["BlueGreenUpdatePolicy"]["MaximumExecutionTimeoutInSeconds"] == 28800
 
 
 def test_an_update_running_past_its_maximum_execution_time_is_rolled_back(cpu_repository, tmp_path, aws,

@@ -134,7 +134,9 @@ def test_request_guard_refuses_any_body_clearly(body, content_type, header_lengt
     try:
         check_inference_request(body, content_type, header_length)
     except InvalidInferenceRequest as error:
-        refused_clearly(error, InvalidInferenceRequest)
+        return refused_clearly(error, InvalidInferenceRequest)
+    if content_type == "application/json":  # accepted: a JSON request the guard could read whole
+        assert isinstance(json.loads(body)["inputs"], list)
 
 
 shapes = st.lists(st.integers(0, 4), min_size=1, max_size=3)
@@ -241,9 +243,10 @@ def test_ground_truth_reader_refuses_any_manifest_clearly(text):
         path = written(text, Path(folder))
         (path.parent / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # a truncated image next to it
         try:
-            groundtruth.read(path)
+            labelled = groundtruth.read(path)
         except groundtruth.LabelError as error:
-            refused_clearly(error, groundtruth.LabelError)
+            return refused_clearly(error, groundtruth.LabelError)
+        assert labelled.image.shape[:2] == labelled.mask.shape[:2]  # accepted: a photo and its mask, one size
 
 
 # -- the colour-map reader --------------------------------------------------------------------
