@@ -114,10 +114,7 @@ def check_instances(counts: dict[str, int], models) -> None:
                                  "size its steps instead")
 
 
-def version_tuple(version: str) -> tuple[int, int]:
-    major, minor = version.split(".")[:2]
-    return int(major), int(minor)
-
-
 def has_ensemble_backpressure(triton_version: str) -> bool:
-    return version_tuple(triton_version) >= ENSEMBLE_BACKPRESSURE_SINCE
+    from sagemaker_deploy.compatibility import major_minor
+
+    return major_minor(triton_version) >= ENSEMBLE_BACKPRESSURE_SINCE

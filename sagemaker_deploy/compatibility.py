@@ -92,7 +92,7 @@ SAGEMAKER_PORT_HTTP_LIMITS_SINCE = (2, 68)
 
 def sagemaker_port_takes_http_limits(version: str) -> bool:
     """Whether the image's tritonserver applies --http-max-input-size / --http-restricted-api to port 8080."""
-    return _major_minor(image(version).triton) >= SAGEMAKER_PORT_HTTP_LIMITS_SINCE
+    return major_minor(image(version).triton) >= SAGEMAKER_PORT_HTTP_LIMITS_SINCE
 
 
 class CompatibilityError(ValueError):
@@ -106,7 +106,7 @@ def image(version: str) -> Image:
     return IMAGES[version]
 
 
-def _major_minor(version: str) -> tuple[int, int]:
+def major_minor(version: str) -> tuple[int, int]:
     major, minor = version.split(".")[:2]
     return int(major), int(minor)
 
@@ -116,7 +116,7 @@ def onnx_runtime_reads(onnxruntime: str) -> tuple[int, int, int]:
     minor = ".".join(onnxruntime.split(".")[:2])
     if minor in ONNX_RUNTIME_READS:
         return ONNX_RUNTIME_READS[minor]
-    if _major_minor(onnxruntime) > _major_minor(NEWEST_DOCUMENTED_ONNX_RUNTIME):  # backwards compatible
+    if major_minor(onnxruntime) > major_minor(NEWEST_DOCUMENTED_ONNX_RUNTIME):  # backwards compatible
         return ONNX_RUNTIME_READS[NEWEST_DOCUMENTED_ONNX_RUNTIME]
     return (0, 0, 0)  # older than the documented ones: nothing proven
 
