@@ -283,6 +283,12 @@ class TritonServer:
             return f"{self.sagemaker_url}/ping"
         return f"http://{self.http_url}/v2/health/ready"
 
+    def health_url(self) -> str:
+        """What a watchdog asks: SageMaker's /ping, else liveness (readiness also fails while a model loads)."""
+        if self.sagemaker_mode:
+            return f"{self.sagemaker_url}/ping"
+        return f"http://{self.http_url}/v2/health/live"
+
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -92,19 +92,19 @@ class Supervisor:
         failures = 0
         while not self.server.stopped_on_purpose:
             time.sleep(self.interval_s)
-            problem = self._health_problem()
+            problem = self.health_problem()
             failures = failures + 1 if problem else 0
             if problem and (failures >= self.failed_pings or not self.server.is_running()):
                 self._replace(problem)
                 failures = 0
 
-    def _health_problem(self) -> str | None:
+    def health_problem(self) -> str | None:
         """None when /ping answers 200; otherwise why not."""
         process = self.server.process
         if process is not None and process.poll() is not None:
             return f"tritonserver (pid {process.pid}) {exit_reason(process.returncode)}"
         try:
-            with urllib.request.urlopen(self.server.ready_url(), timeout=PING_TIMEOUT_S) as response:
+            with urllib.request.urlopen(self.server.health_url(), timeout=PING_TIMEOUT_S) as response:
                 return None if response.status == 200 else f"/ping answered {response.status}"
         except urllib.error.HTTPError as error:
             return f"/ping answered {error.code}"

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from http.client import HTTPException
 from pathlib import Path
 
 import numpy as np
@@ -257,14 +258,42 @@ def test_python_step_that_raises_answers_500_naming_the_step(server, model):
 
 
 # -- a failing warm-up -------------------------------------------------------------------
-def test_failing_warmup_fails_the_load_with_its_reason(server):
-    with httpclient.InferenceServerClient(server.http_url) as triton:
-        with pytest.raises(InferenceServerException) as raised:
-            triton.load_model("bad_warmup")
-        assert not triton.is_model_ready("bad_warmup")
-    message = raised.value.message()
-    assert "bad_warmup" in message and "warm-up input rejected: no calibration loaded" in message, message
-    assert infer(server.http_url, "slow", 0.0).tolist() == [[0.0]], "the other models keep serving"
+# Triton 2.51 does not always survive a python-backend warm-up that fails: measured 2026-12-02, the
+# load answers "failed to run warmup sample" with its reason, or tritonserver takes signal 11 in
+# libtritonserver and hangs (an error response from the warm-up: every time; execute() raising: the
+# second load on a busy machine, once the first, in CI). What the project guarantees either way:
+# the reason is in the log, the failing model is never served, and the supervisor brings the
+# others back, as SageMaker replaces a container whose /ping fails (docs/faults.md).
+def load_outcome(url: str, model: str) -> str:
+    """The load's error message, or how the connection failed when the server went down under it."""
+    with httpclient.InferenceServerClient(url, network_timeout=20) as triton:
+        try:
+            triton.load_model(model)
+        except InferenceServerException as refused:
+            return refused.message()
+        except (OSError, HTTPException) as lost:  # refused, reset, timed out, closed mid-answer
+            return f"server lost: {type(lost).__name__}"
+    return "loaded"
+
+
+def test_failing_warmup_is_never_served_and_the_other_models_keep_or_resume_serving(repository, tmp_path):
+    triton = TritonServer(repository, log_path=tmp_path / "server.log",
+                          extra_args=["--model-control-mode=explicit", "--load-model=slow"]).start()
+    first_log = triton.log_path
+    supervisor = Supervisor(triton, name="warm-up server", interval_s=0.3, say=lambda line: None).start()
+    try:
+        outcome_of_load = load_outcome(triton.http_url, "bad_warmup")
+        assert outcome_of_load != "loaded"
+        if not outcome_of_load.startswith("server lost"):
+            assert "bad_warmup" in outcome_of_load and "warm-up input rejected" in outcome_of_load, outcome_of_load
+        assert "warm-up input rejected: no calibration loaded" in first_log.read_text(errors="replace")
+        wait_until(lambda: not supervisor.down and triton.is_running() and supervisor.health_problem() is None,
+                   90, "the server did not come back")
+        assert infer(triton.http_url, "slow", 0.0).tolist() == [[0.0]], "the other models serve"
+        with httpclient.InferenceServerClient(triton.http_url) as client_after:
+            assert not client_after.is_model_ready("bad_warmup")
+    finally:
+        supervisor.stop()
 
 
 # -- clients that disconnect mid-request -------------------------------------------------
