@@ -80,6 +80,63 @@ def network(outputs: int, height: int, width: int, layout: str = FIXED):
     return SmallCnn()
 
 
+SEGMENTATION_CHANNELS = (16, 32, 64, 96)
+
+
+def segmentation_network(classes: int):
+    """A small U-Net: [N, 3, H, W] -> per pixel logits [N, classes, H, W] (class 0 background).
+
+    Four stride-2 stages down, and back up with each stage's features joined in (the skips
+    carry the fine detail a mask's edges need); no pretrained features exist here, and a
+    network this size trains on a 2-core CPU in minutes.
+    """
+    import torch
+    from torch import nn
+    from torch.nn import functional
+
+    def block(channels_in: int, channels_out: int, stride: int = 1):
+        return nn.Sequential(nn.Conv2d(channels_in, channels_out, 3, stride=stride, padding=1, bias=False),
+                             nn.BatchNorm2d(channels_out), nn.ReLU(inplace=True))
+
+    class SmallUNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            widths = (3, *SEGMENTATION_CHANNELS)
+            self.down = nn.ModuleList(nn.Sequential(block(widths[i], widths[i + 1], 2), block(widths[i + 1], widths[i + 1]))
+                                      for i in range(len(SEGMENTATION_CHANNELS)))
+            self.up = nn.ModuleList(block(widths[i + 1] + widths[i], max(widths[i], SEGMENTATION_CHANNELS[0]))
+                                    for i in reversed(range(len(SEGMENTATION_CHANNELS))))
+            self.classify = nn.Conv2d(SEGMENTATION_CHANNELS[0], classes, 1)
+
+        def forward(self, image: torch.Tensor):
+            skips, features = [], image
+            for stage in self.down:
+                skips.append(features)
+                features = stage(features)
+            for stage, skip in zip(self.up, reversed(skips)):
+                features = functional.interpolate(features, size=skip.shape[2:], mode="bilinear", align_corners=False)
+                features = stage(torch.cat([features, skip], dim=1))
+            return self.classify(features)
+
+    return SmallUNet()
+
+
+def segmenter_module(network):
+    """The served segmenter: the class of the highest logit per pixel, UINT8 [N, H, W]."""
+    import torch
+    from torch import nn
+
+    class Segmenter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.network = network
+
+        def forward(self, image: torch.Tensor):
+            return self.network(image).argmax(dim=1).to(torch.uint8)
+
+    return Segmenter().eval()
+
+
 def _reduced(size: int) -> int:
     for _ in CHANNELS:
         size = (size + 1) // 2

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from builders import (dali, defect_child, defect_dali, defect_inspection, defect_parent, defect_router,
+                      defect_segmenter,
                       ensemble_dali_inception, ensemble_lama, inception, lama, lama_decode, lama_finish, lama_prepare)
 from builders.config import parse, render, write_config
 from builders.declaration import TARGETS, BuildOptions, ModelDeclaration
@@ -25,9 +26,11 @@ VERSION = "1"
 
 
 def product_declarations(options: BuildOptions, product: Product) -> list[ModelDeclaration]:
-    """A product's inspection pipeline: guard, DALI, parent, child (if it has classes), router, ensemble."""
+    """A product's inspection pipeline: guard, DALI, parent, child and segmenter (if it has classes), router,
+    ensemble."""
     guard = defect_inspection.guard(product)
-    children = [defect_child.declare(options, product)] if product.classes else []
+    children = [defect_child.declare(options, product), defect_segmenter.declare(options, product)] \
+        if product.classes else []
     return [guard.declare(options), defect_dali.declare(options, product), defect_parent.declare(options, product),
             *children, defect_router.declare(options, product), defect_inspection.declare(options, product)]
 
