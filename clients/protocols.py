@@ -6,6 +6,7 @@ binary+json). Payloads are built and parsed by tritonclient on every route.
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import os
 import re
@@ -194,6 +195,7 @@ def _error_text(response: requests.Response) -> str:
 
 
 _THREAD_CLIENTS = threading.local()
+_OPEN_CLIENTS: list = []  # every thread's, closed at exit: a gRPC channel left to __del__ fails at shutdown
 
 
 def _triton_client(route: Route):
@@ -204,7 +206,14 @@ def _triton_client(route: Route):
         clients[key] = (grpcclient.InferenceServerClient(route.url) if route.protocol == "grpc" else
                         httpclient.InferenceServerClient(route.url, network_timeout=route.timeout_s,
                                                          connection_timeout=route.timeout_s))
+        _OPEN_CLIENTS.append(clients[key])
     return clients[key]
+
+
+@atexit.register
+def _close_clients() -> None:
+    for client in _OPEN_CLIENTS:
+        client.close()
 
 
 def _http_session() -> requests.Session:

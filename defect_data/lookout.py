@@ -409,7 +409,7 @@ def union_color_map(dataset: Dataset) -> dict[str, str]:
 
 # ---- writing ------------------------------------------------------------------------------
 
-def _now() -> str:
+def creation_date() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
@@ -420,15 +420,18 @@ def write_manifest_line(source_ref: str, anomalous: bool, mask_ref: str | None =
     line = {"source-ref": source_ref, "anomaly-label": int(anomalous),
             "anomaly-label-metadata": {"confidence": 1, "job-name": "labeling-job/anomaly-label",
                                        "class-name": class_name, "human-annotated": "yes",
-                                       "creation-date": _now(), "type": CLASSIFICATION}}
+                                       "creation-date": creation_date(), "type": CLASSIFICATION}}
     if mask_ref is None:
         return line
     if not anomalous or not color_map:
         raise LookoutError(f"{source_ref}: a mask needs an anomaly and a colour map (background first)")
-    line[MASK_ATTRIBUTE] = mask_ref
-    line[f"{MASK_ATTRIBUTE}-metadata"] = {
+    return {**line, **mask_attributes(mask_ref, color_map)}
+
+
+def mask_attributes(mask_ref: str, color_map: dict[str, str]) -> dict:
+    """A line's mask and its colour map (background first), as Ground Truth's segmentation jobs write them."""
+    return {MASK_ATTRIBUTE: mask_ref, f"{MASK_ATTRIBUTE}-metadata": {
         "internal-color-map": {str(index): {"class-name": name, "hex-color": color, "confidence": 0.0}
                                for index, (name, color) in enumerate(color_map.items())},
-        "type": SEGMENTATION, "human-annotated": "yes", "creation-date": _now(),
-        "job-name": "labeling-job/anomaly-mask"}
-    return line
+        "type": SEGMENTATION, "human-annotated": "yes", "creation-date": creation_date(),
+        "job-name": "labeling-job/anomaly-mask"}}

@@ -7,14 +7,11 @@ References are local paths or ``s3://bucket/prefix/...`` URLs.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
+from defect_data import lookout
+
 LABELS = {"normal": 1, "anomaly": 0}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 def image_line(source_ref: str, label: str) -> dict:
@@ -22,18 +19,13 @@ def image_line(source_ref: str, label: str) -> dict:
         raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
     return {"source-ref": source_ref, "auto-label": LABELS[label],
             "auto-label-metadata": {"confidence": 1, "job-name": "labeling-job/auto-label", "class-name": label,
-                                    "human-annotated": "yes", "creation-date": _now(),
+                                    "human-annotated": "yes", "creation-date": lookout.creation_date(),
                                     "type": "groundtruth/image-classification"}}
 
 
 def anomaly_line(source_ref: str, mask_ref: str, color_map: dict[str, str]) -> dict:
     """An anomaly whose mask paints each missing component in its class colour."""
-    return {**image_line(source_ref, "anomaly"), "anomaly-mask-ref": mask_ref,
-            "anomaly-mask-ref-metadata": {
-                "internal-color-map": {str(i): {"class-name": name, "hex-color": color, "confidence": 0.0}
-                                       for i, (name, color) in enumerate(color_map.items())},
-                "type": "groundtruth/semantic-segmentation", "human-annotated": "yes", "creation-date": _now(),
-                "job-name": "labeling-job/anomaly-mask"}}
+    return {**image_line(source_ref, "anomaly"), **lookout.mask_attributes(mask_ref, color_map)}
 
 
 def reference(base: str, split: str, name: str) -> str:

@@ -154,10 +154,10 @@ def test_restricted_model_repository_api_refuses_a_load_without_the_key_over_htt
     for headers in (model_control_headers(), {MODEL_CONTROL_HEADER: "wrong-key"}):
         with pytest.raises(InferenceServerException, match=f"restricted, expecting header '{MODEL_CONTROL_HEADER}'"):
             http.load_model(MODEL, headers=headers)
-    grpc = grpcclient.InferenceServerClient(guarded_server.grpc_url)
-    with pytest.raises(InferenceServerException, match="restricted"):
-        grpc.unload_model(MODEL)
-    grpc.load_model(MODEL, headers={GRPC_MODEL_CONTROL_HEADER: KEY})  # the gRPC form of the same key
+    with grpcclient.InferenceServerClient(guarded_server.grpc_url) as grpc:
+        with pytest.raises(InferenceServerException, match="restricted"):
+            grpc.unload_model(MODEL)
+        grpc.load_model(MODEL, headers={GRPC_MODEL_CONTROL_HEADER: KEY})  # the gRPC form of the same key
     assert http.is_model_ready(MODEL)
 
 

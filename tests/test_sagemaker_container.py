@@ -127,7 +127,8 @@ def test_grpc_and_metrics_ports_open_when_allowed_in_multi_model_mode(model_dir)
            "SAGEMAKER_TRITON_METRICS_PORT": str(metrics_port)}
     loopback = ["--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"]
     with TritonServer(model_dir, sagemaker_mode=True, sagemaker_env=env, extra_args=loopback) as container:
-        assert grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}").is_server_live()
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}") as grpc:
+            assert grpc.is_server_live()
         metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
         assert metrics.status_code == 200 and "nv_" in metrics.text
         listing = requests.get(f"{container.sagemaker_url}/models", timeout=10)
