@@ -21,6 +21,10 @@ STABLE_WINDOWS = 3
 STABILITY_TOLERANCE = 0.10
 
 
+class StepFailed(RuntimeError):
+    """A server died or stalled during a step."""
+
+
 @dataclass(frozen=True)
 class StepSettings:
     warmup_s: float = 2.0

@@ -1,23 +1,28 @@
-"""Overload and soak: what the cpu classification ensemble does at 10x its capacity, and over a long run.
+"""Overload and soak: what the cpu classification ensemble does at 10x its capacity, and over a
+long run, with the guard's admission gate off and on, side by side.
 
     python -m benchmarks.overload [--duration-s 60] [--factor 10] [--soak-requests 3000] [--out DIR]
+                                  [--client-cpus 1]
 
 1. capacity: requests/s served over HTTP binary by a closed loop well inside the queues (a
-   first server, on queues sized for the default capacity);
-2. the queues are rebuilt for the measured capacity and the budget (``capacity_rps`` = what
-   step 1 measured) and the server is started again on them;
-3. overload: an open loop offering ``factor`` x capacity for ``duration`` s: answered
-   requests' p50/p99 against the latency budget the queues were built from, how fast the
-   excess is refused (the goal: every refusal under 100 ms), goodput as a fraction of the
-   capacity (goal >= 90 %), whether the server still answers after, and where the requests
-   spent their time per model (Triton's statistics extension, before and after);
-4. soak: thousands of requests, one in four bad (not an image, a cut JPEG, a header over the
-   guard's pixel limit), with the resident memory of tritonserver and its python-backend
-   stubs sampled after a warm-up and at the end (goal: within 10 %).
+   first server, on queues sized for the default capacity, the gate off);
+2. the queues and the gate are rebuilt for the measured capacity and the budget
+   (``capacity_rps`` = what step 1 measured);
+3. for the gate off (``admission_rps`` 0 in the guard's config) and then on (the capacity), on
+   a fresh server each:
+   - overload: an open loop offering ``factor`` x capacity for ``duration`` s: answered
+     requests' p50/p99 against the latency budget the queues were built from, how fast the
+     excess is refused (the goal: every refusal under 100 ms), goodput as a fraction of the
+     capacity (goal >= 90 %), whether the server still answers after, and where the requests
+     spent their time per model (Triton's statistics extension, before and after);
+   - soak: thousands of requests, one in four bad (not an image, a cut JPEG, a header over the
+     guard's pixel limit), with the resident memory of tritonserver and its python-backend
+     stubs sampled after a warm-up and at the end (goal: within 10 %).
 
 A real tritonserver on 127.0.0.1 serves a repository built here with the given budget
-(``--repository`` reuses one: its configs are rewritten for the measured capacity). Writes
-overload.json and overload.md to --out.
+(``--repository`` reuses one: its configs are rewritten for the measured capacity). With
+``--client-cpus`` the load generator runs on those CPUs and the server on the others, in
+every phase. Writes overload.json and overload.md to --out.
 
 Goodput counts the requests answered within the latency budget, over the time from the first
 scheduled request to the last answer: every answer the server gave under the overload, and the
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import struct
 import tempfile
@@ -35,6 +41,7 @@ import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -47,13 +54,14 @@ from benchmarks.load import StepSettings, percentiles, run_concurrency
 from benchmarks.report import _table
 from benchmarks.timing import ROOT, machine_facts
 from builders import ensemble_dali_inception
-from builders.config import parse
+from builders.config import parse, render
 from builders.declaration import BuildOptions
 from builders.load_shedding import (
     DEFAULT_CAPACITY_RPS,
     DEFAULT_LATENCY_BUDGET_S,
     QUEUE_SHARE,
     ServingOptionError,
+    admission_rate,
 )
 from builders.repository import build_repository
 from clients.protocols import RequestError, Route, ServerOverloaded, server_route
@@ -62,12 +70,18 @@ from local_server import TritonServer
 # the ensemble and its steps (guard, DALI, classifier): all the overload needs to build
 CLASSIFICATION = (*(step.model_name for step in ensemble_dali_inception.declare(BuildOptions(target="cpu")).steps),
                   ensemble_dali_inception.NAME)
+GUARD = ensemble_dali_inception.GUARD.name
+GATES = ("off", "on")  # measured in this order, each on a server of its own
 REFUSAL_GOAL_S = 0.100
 GOODPUT_GOAL = 0.90
 MEMORY_GOAL = 0.10
 CAPACITY_CONCURRENCY = 8
 DEFAULT_FACTOR = 10.0
 DEFAULT_WORKERS = 256  # open-loop threads, one tritonclient each (its HTTP client is not thread-safe)
+# A soak thread refused pauses before its next request: the soak's closed loop runs at about the
+# capacity, which the gate admits, and without a pause a refused thread would spend the soak's
+# requests in milliseconds on refusals instead of on the pipeline whose memory it watches.
+SOAK_BACKOFF_S = 0.5
 
 
 STAT_KINDS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
@@ -107,6 +121,30 @@ def resize_queues(repository: Path, budget_s: float, capacity_rps: float) -> Non
         build_repository(Path(configs), classification_options(budget_s, capacity_rps, configs_only=True))
         for name in CLASSIFICATION:
             shutil.copy2(Path(configs) / name / "config.pbtxt", repository / name / "config.pbtxt")
+
+
+def set_gate(repository: Path, rate: float) -> None:
+    """The guard's ``admission_rps`` (0: no gate), as a deployment changes it without a rebuild."""
+    path = repository / GUARD / "config.pbtxt"
+    config = parse(path.read_text())
+    config.parameters["admission_rps"].string_value = f"{rate:g}"
+    path.write_text(render(config))
+
+
+def gate_rate(repository: Path) -> float:
+    return float(parse((repository / GUARD / "config.pbtxt").read_text()).parameters["admission_rps"].string_value)
+
+
+@contextmanager
+def served(repository: Path, log_path: Path, client_cpus: set[int]):
+    """A server; with ``client_cpus``, the server (started from this thread, whose CPUs it inherits)
+    on the other CPUs, and this thread, with the load threads it starts after, on those."""
+    if client_cpus:
+        os.sched_setaffinity(0, set(range(os.cpu_count())) - client_cpus)
+    with TritonServer(repository, log_path=log_path) as server:
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)
+        yield server
 
 
 def queue_policies(repository: Path) -> dict[str, dict]:
@@ -228,6 +266,8 @@ def run_requests(sends: list, count: int, threads: int) -> dict[str, int]:
             outcome = timed(sends[number % len(sends)], time.perf_counter())
             with lock:
                 counts[outcome.kind] += 1
+            if outcome.kind == "refused":  # as a client told to retry later with backoff does
+                time.sleep(SOAK_BACKOFF_S)
 
     pool = [threading.Thread(target=worker) for _ in range(threads)]
     for thread in pool:
@@ -250,12 +290,19 @@ def soak(server: TritonServer, image: bytes, requests_: int, warmup: int, thread
             "rss_at_end": at_end, "rss_growth": growth, "rss_within_goal": abs(growth) <= MEMORY_GOAL}
 
 
-def still_serving(server: TritonServer, image: bytes) -> bool:
-    try:
-        targets.ensemble_request(server_route(server, "http-binary"), image)()
-        return server.is_running()
-    except RequestError:
-        return False
+def still_serving(server: TritonServer, image: bytes, tries: int = 10) -> bool:
+    """Whether the server answers a good request; one refused as overload is sent again after a
+    backoff (the queues drain, and the gate's bucket refills, in well under a second each)."""
+    send = targets.ensemble_request(server_route(server, "http-binary"), image)
+    for _ in range(tries):
+        try:
+            send()
+            return server.is_running()
+        except ServerOverloaded:
+            time.sleep(SOAK_BACKOFF_S)
+        except RequestError:
+            return False
+    return False
 
 
 def stats_snapshot(server: TritonServer) -> dict[str, dict[str, int]]:
@@ -288,9 +335,9 @@ def where_time_went(before: dict, after: dict) -> dict[str, dict]:
     return figures
 
 
-def measure_capacity(repository: Path, image: bytes, log_path: Path | None) -> dict:
+def measure_capacity(repository: Path, image: bytes, log_path: Path | None, client_cpus: set[int]) -> dict:
     """Closed-loop requests/s on a server of its own, before the queues are sized for it."""
-    with TritonServer(repository, log_path=log_path) as server:
+    with served(repository, log_path, client_cpus) as server:
         send = targets.ensemble_request(server_route(server, "http-binary"), image)
         step = run_concurrency(send, CAPACITY_CONCURRENCY, StepSettings(2.0, 3.0, 6, 30.0))
     if step.throughput <= 0:
@@ -313,19 +360,30 @@ def overload_and_soak(server: TritonServer, image: bytes, capacity: float, budge
     return {"overload": overload, "soak": soaked}
 
 
+def measure_gate(repository: Path, image: bytes, gate: str, capacity: float, budget_s: float, run: dict,
+                 logs: Path) -> dict:
+    """Overload and soak on a fresh server, the guard's gate off, or on at the capacity."""
+    set_gate(repository, admission_rate("cpu", capacity) if gate == "on" else 0.0)
+    with served(repository, logs / f"tritonserver-gate-{gate}.log", run["client_cpus"]) as server:
+        return {"admission_rps": gate_rate(repository), **overload_and_soak(server, image, capacity, budget_s, run)}
+
+
 def measure(repository: Path, image: bytes, budget_s: float, run: dict, logs: Path) -> dict:
-    """Capacity on one server; then the queues rebuilt for that capacity and the budget, and the
-    overload and soak on a fresh server over them. ``run``: factor, duration_s, workers, soak_requests."""
+    """Capacity on one server (gate off); then the queues and the gate rebuilt for that capacity and
+    the budget, and the overload and soak with the gate off and on, on a fresh server each.
+    ``run``: factor, duration_s, workers, soak_requests, client_cpus."""
     configured_budget_s(repository)  # a repository from before load shedding is refused here
     resize_queues(repository, budget_s, DEFAULT_CAPACITY_RPS)  # room for the closed loop, whatever it held
-    capacity = measure_capacity(repository, image, logs / "tritonserver-capacity.log")
+    set_gate(repository, 0.0)
+    capacity = measure_capacity(repository, image, logs / "tritonserver-capacity.log", run["client_cpus"])
     resize_queues(repository, budget_s, capacity["rps"])
     built = {"capacity_rps": capacity["rps"], "latency_budget_s": configured_budget_s(repository),
              "queues": queue_policies(repository)}
-    with TritonServer(repository, log_path=logs / "tritonserver.log") as server:
-        figures = overload_and_soak(server, image, capacity["rps"], built["latency_budget_s"], run)
+    gates = {gate: measure_gate(repository, image, gate, capacity["rps"], built["latency_budget_s"], run, logs)
+             for gate in GATES}
     return {**machine_facts(), "latency_budget_s": built["latency_budget_s"], "factor": run["factor"],
-            "capacity": capacity, "queues_built_for": built, **figures}
+            "client_cpus": sorted(run["client_cpus"]), "capacity": capacity, "queues_built_for": built,
+            "gates": gates}
 
 
 def _verdict(value: bool | None) -> str:
@@ -344,8 +402,8 @@ def where_rows(where: dict[str, dict]) -> list[list]:
             for name, figures in where.items()]
 
 
-def where_section(overload: dict) -> list[str]:
-    return ["### Where the requests spent their time during the overload", "",
+def where_section(gate: str, overload: dict) -> list[str]:
+    return [f"### Where the requests spent their time during the overload, gate {gate}", "",
             ("Triton's statistics extension (`/v2/models/<m>/stats`), after minus before the overload; "
             "ms are means per request (for the ensemble: its whole time inside Triton)."), "",
             *_table(["model", "answered", "failed", "mean batch", "queue ms", "compute input ms",
@@ -353,48 +411,74 @@ def where_section(overload: dict) -> list[str]:
                     where_rows(overload["where_time_went"]))]
 
 
-def markdown(results: dict) -> list[str]:
-    overload, soaked, budget = results["overload"], results["soak"], results["latency_budget_s"]
+def measured_rows(measured: dict) -> list[tuple[str, str, bool | None]]:
+    """(figure, value, goal met or None) for one gate's overload and soak, in the table's order."""
+    overload, soaked = measured["overload"], measured["soak"]
     refused_fast = overload["refused_under_100ms"]
-    built = results["queues_built_for"]
-    rows = [
-        ["capacity (closed loop, concurrency 8)", f"{results['capacity']['rps']:.1f} req/s", "", ""],
-        ["queues built for (size / timeout)", (f"{built['capacity_rps']:.1f} req/s, {budget:g} s budget: "
-         f"{queues_line(built['queues'])}"), "", ""],
-        [f"offered for {overload['duration_s']:g} s", (f"{overload['offered_rps']:.1f} req/s "
-         f"({results['factor']:g}x)"), "", ""],
-        ["answered p50 / p99", f"{overload['answered_p50_ms']:.0f} / {overload['answered_p99_ms']:.0f} ms",
-         f"p99 <= budget {budget:g} s", _verdict(overload["answered_p99_within_budget"])],
-        ["refusals: p50 / p99 / max", (f"{overload['refusal_p50_ms']:.1f} / {overload['refusal_p99_ms']:.1f} / "
-         f"{overload['refusal_max_ms']:.1f} ms"), "every refusal < 100 ms",
-         _verdict(None if refused_fast is None else refused_fast == 1.0)],
-        ["refused under 100 ms", "n/a" if refused_fast is None else f"{refused_fast:.1%}", "", ""],
-        ["answered / refused / other errors", (f"{overload['answered']} / {overload['refused']} / "
-         f"{overload['other_errors']}"), "", ""],
-        ["goodput (answered within the budget / first send to last answer)",
+    return [
+        ("gate (guard's admission_rps)", f"{measured['admission_rps']:g} req/s" if measured["admission_rps"]
+         else "off", None),
+        ("answered p50 / p99", f"{overload['answered_p50_ms']:.0f} / {overload['answered_p99_ms']:.0f} ms",
+         overload["answered_p99_within_budget"]),
+        ("refusals: p50 / p99 / max", (f"{overload['refusal_p50_ms']:.1f} / {overload['refusal_p99_ms']:.1f} / "
+         f"{overload['refusal_max_ms']:.1f} ms"), None if refused_fast is None else refused_fast == 1.0),
+        ("refused under 100 ms", "n/a" if refused_fast is None else f"{refused_fast:.1%}", None),
+        ("answered / refused / other errors", (f"{overload['answered']} / {overload['refused']} / "
+         f"{overload['other_errors']}"), None),
+        ("goodput (answered within the budget / first send to last answer)",
          (f"{overload['goodput_rps']:.1f} req/s over {overload['goodput_span_s']:.1f} s = "
-         f"{overload['goodput_of_capacity']:.0%} of capacity"),
-         ">= 90 %", _verdict(overload["goodput_of_capacity"] >= GOODPUT_GOAL)],
-        ["load generator send lag p99", f"{overload['send_lag_p99_ms']:.0f} ms", "", ""],
-        ["server alive after overload", "", "", _verdict(overload["server_alive_after"])],
-        [f"soak: {soaked['requests']} requests, {soaked['bad_fraction']:.0%} bad",
-         " / ".join(f"{kind} {count}" for kind, count in soaked["outcomes"].items()), "", ""],
-        ["soak: RSS after warm-up -> end (server + stubs)", (f"{soaked['rss_after_warmup']['total_mb']:.0f} -> "
-         f"{soaked['rss_at_end']['total_mb']:.0f} MiB ({soaked['rss_growth']:+.1%})"), "within 10 %",
-         _verdict(soaked["rss_within_goal"])],
-        ["server alive after soak", "", "", _verdict(soaked["server_alive_after"])],
+          f"{overload['goodput_of_capacity']:.0%} of capacity"), overload["goodput_of_capacity"] >= GOODPUT_GOAL),
+        ("load generator send lag p99", f"{overload['send_lag_p99_ms']:.0f} ms", None),
+        ("server alive after overload", "", overload["server_alive_after"]),
+        (f"soak: {soaked['requests']} requests, {soaked['bad_fraction']:.0%} bad",
+         " / ".join(f"{kind} {count}" for kind, count in soaked["outcomes"].items()), None),
+        ("soak: RSS after warm-up -> end (server + stubs)", (f"{soaked['rss_after_warmup']['total_mb']:.0f} -> "
+         f"{soaked['rss_at_end']['total_mb']:.0f} MiB ({soaked['rss_growth']:+.1%})"), soaked["rss_within_goal"]),
+        ("server alive after soak", "", soaked["server_alive_after"]),
     ]
-    return ["## Overload and soak", "", (f"Measured {results['date']} on {results['cpus']} CPUs; cpu classification "
-            f"ensemble over HTTP binary; queues derived from a {budget:g} s latency budget and the capacity "
-            "measured first (the capacity step ran on queues sized for the default "
-            f"{DEFAULT_CAPACITY_RPS:g} req/s: {queues_line(results['capacity']['queues'])})."), "",
-            *_table(["figure", "measured", "goal", "met"], rows), *where_section(overload)]
+
+
+GOALS = {"answered p50 / p99": "p99 <= budget", "refusals: p50 / p99 / max": "every refusal < 100 ms",
+         "goodput (answered within the budget / first send to last answer)": ">= 90 %",
+         "server alive after overload": "alive", "soak: RSS after warm-up -> end (server + stubs)": "within 10 %",
+         "server alive after soak": "alive"}
+
+
+def side_by_side(gates: dict[str, dict]) -> list[list]:
+    """One row per figure: its value with each gate, its goal, and whether each met it."""
+    rows = []
+    for cells in zip(*(measured_rows(gates[gate]) for gate in GATES)):
+        figure = cells[0][0]
+        verdicts = " / ".join(_verdict(met) for _, _, met in cells) if figure in GOALS else ""
+        rows.append([figure, *(value for _, value, _ in cells), GOALS.get(figure, ""), verdicts])
+    return rows
+
+
+def markdown(results: dict) -> list[str]:
+    budget, built, first = results["latency_budget_s"], results["queues_built_for"], results["gates"][GATES[0]]
+    header = [["capacity (closed loop, concurrency 8)", f"{results['capacity']['rps']:.1f} req/s"],
+              ["queues built for (size / timeout)", (f"{built['capacity_rps']:.1f} req/s, {budget:g} s budget: "
+               f"{queues_line(built['queues'])}")],
+              [f"offered for {first['overload']['duration_s']:g} s", (f"{first['overload']['offered_rps']:.1f} req/s "
+               f"({results['factor']:g}x)")]]
+    pinned = (f"the load generator pinned to CPUs {results['client_cpus']}, the server to the others"
+              if results["client_cpus"] else "the load generator on the same CPUs as the server")
+    return ["## Overload and soak, admission gate off and on", "",
+            (f"Measured {results['date']} on {results['cpus']} CPUs, {pinned}; cpu classification ensemble over "
+             f"HTTP binary; queues derived from a {budget:g} s latency budget and the capacity measured first "
+             f"(the capacity step ran with the gate off, on queues sized for the default {DEFAULT_CAPACITY_RPS:g} "
+             f"req/s: {queues_line(results['capacity']['queues'])}). Each gate on a fresh server, off first."), "",
+            *_table(["figure", "measured"], header),
+            *_table(["figure", *(f"gate {gate}" for gate in GATES), "goal", "met (off / on)"],
+                    side_by_side(results["gates"])),
+            *(line for gate in GATES for line in where_section(gate, results["gates"][gate]["overload"]))]
 
 
 def write(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "overload.json").write_text(json.dumps(results, indent=2))
-    (out / "overload.md").write_text("\n".join(["# Overload and soak benchmark", "", *markdown(results)[1:]]) + "\n")
+    (out / "overload.md").write_text("\n".join(["# Overload and soak benchmark, admission gate off and on", "",
+                                                *markdown(results)[1:]]) + "\n")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -409,12 +493,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--factor", type=float, default=DEFAULT_FACTOR, help="offered load as a multiple of the capacity")
     parser.add_argument("--soak-requests", type=int, default=3000)
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads (one client each) of the open loop")
+    parser.add_argument("--client-cpus", type=int, nargs="+", default=[], metavar="CPU",
+                        help="run the load generator on these CPUs and the server on the others (default: both "
+                             "on every CPU)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/overload-<timestamp>")
     args = parser.parse_args(argv)
     if args.duration_s <= 0 or args.factor <= 0 or args.soak_requests < 1 or args.workers < 1:
         parser.error("--duration-s, --factor, --soak-requests and --workers must be above 0")
     if not args.image.is_file():
         parser.error(f"no such image file: {args.image}")
+    cpus = set(range(os.cpu_count()))
+    if args.client_cpus and not set(args.client_cpus) < cpus:
+        parser.error(f"--client-cpus {' '.join(map(str, args.client_cpus))}: choose some, not all, of the CPUs "
+                     f"0-{len(cpus) - 1}, so that the server has one of its own")
     return args
 
 
@@ -423,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"overload-{datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     run = {"factor": args.factor, "duration_s": args.duration_s, "workers": args.workers,
-           "soak_requests": args.soak_requests}
+           "soak_requests": args.soak_requests, "client_cpus": set(args.client_cpus)}
     try:
         repository = args.repository or classification_repository(out / "repository", args.latency_budget_s)
         results = measure(repository, args.image.read_bytes(), args.latency_budget_s, run, logs=out)

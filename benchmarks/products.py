@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.timing import ROOT, machine_facts
+from builders import defect_inspection
 from builders.__main__ import main as build_main
 from builders.repository import version_numbers
 from defect_classifier.__main__ import main as classifier_main
@@ -30,7 +31,6 @@ from defect_data.train_lama import main as train_lama_main
 from products import find
 from products.__main__ import main as products_main
 
-ROLES = ("guard", "dali", "parent", "child", "router", "inspection")
 PRODUCTS = ("coins", "panel", "bricks")
 
 
@@ -59,7 +59,7 @@ def lama_and_datasets(store: Path, name: str, root: Path, lama_steps: int, per_c
 
 
 def build_and_train(store: Path, repository: Path, name: str, dataset: Path, test: Path | None, epochs: int) -> dict:
-    models = [f"{name}_{role}" for role in ROLES if role != "child" or find(name, store).classes]
+    models = defect_inspection.models(find(name, store))
     if build_main(["--target", "cpu", "--out", str(repository), "--products-store", str(store), "--product", name,
                    "--models", *models]) != 0:
         raise SystemExit(f"could not build {name}")

@@ -1,6 +1,6 @@
 """The benchmark suite: sweeps, server-side breakdown, side-by-side comparisons, cost, cross-check.
 
-    python -m benchmarks [--quick] [--out DIR] [--endpoint-name NAME --region R]
+    python -m benchmarks [--quick] [--out DIR] [--endpoint-name NAME --region R] [--product pcb --product-image P]
 
 Everything runs in one process, one comparison after the other on the same machine,
 against real tritonservers started here (the cpu repository; a copy of it with dynamic
@@ -21,9 +21,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from benchmarks import overload, perf_analyzer, server_stats, targets
+from benchmarks import defect_speed, overload, perf_analyzer, server_stats, targets
 from benchmarks.timing import ROOT, machine_facts
-from benchmarks.load import StepResult, StepSettings, run_concurrency, run_rate
+from benchmarks.load import StepFailed, StepResult, StepSettings, run_concurrency, run_rate
 from benchmarks.report import write_report
 from builders import dali, ensemble_dali_inception
 from builders.config import parse, render
@@ -31,14 +31,11 @@ from builders.declaration import BuildOptions
 from builders.repository import build_repository
 from clients.protocols import Route, server_route
 from local_server import TritonServer
+from products.store import repository_product
 
 CONSOLE = Console()
 SWEEP_PROTOCOLS = ("http-binary", "http-json", "grpc", "sagemaker-binary", "sagemaker-json")
 BATCHED_MODELS = (dali.NAME, "inception_onnx")
-
-
-class StepFailed(RuntimeError):
-    """A server died or stalled during a step."""
 
 
 @dataclass
@@ -186,7 +183,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--overload-duration-s", type=float, default=60.0,
                         help="overload at 10x capacity for this long, then the soak (0: skip; benchmarks/overload.py)")
     parser.add_argument("--soak-requests", type=int, default=3000)
+    parser.add_argument("--product", help="also measure this product's pipeline served vs in-process "
+                                          "(benchmarks/defect_speed.py); the repository must serve it")
+    parser.add_argument("--product-image", type=Path, help="the photo of the product to send (with --product)")
     args = parser.parse_args(argv)
+    if args.product and not args.product_image:
+        parser.error("--product needs --product-image, a photo of the product")
     if args.quick:
         args.concurrency, args.rates = [1, 2], [4]
         args.warmup_s, args.window_s, args.max_windows = 1.0, 1.5, 4
@@ -215,10 +217,15 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.skip_perf_analyzer:
                     cross_check(suite, server, image, Path(scratch))
             compare_batching(suite, args.repository, image, Path(scratch))
+            if args.product:
+                suite.results["defect_pipeline"] = defect_speed.measure(
+                    args.repository, repository_product(args.repository, args.product), args.product_image.read_bytes(),
+                    suite.concurrencies, settings, out / "tritonserver-defect.log", not args.skip_perf_analyzer)
             if args.overload_duration_s > 0:
+                run = {"factor": overload.DEFAULT_FACTOR, "duration_s": args.overload_duration_s,
+                       "workers": overload.DEFAULT_WORKERS, "soak_requests": args.soak_requests, "client_cpus": set()}
                 suite.results["overload"] = overload.measure(
-                    args.repository, image, args.overload_duration_s, overload.DEFAULT_FACTOR, args.soak_requests,
-                    overload.DEFAULT_WORKERS, log_path=out / "tritonserver-overload.log")
+                    args.repository, image, overload.configured_budget_s(args.repository), run, logs=out)
             if args.endpoint_name:
                 endpoint = Route("sagemaker-endpoint", args.endpoint_url, endpoint_name=args.endpoint_name,
                                  region=args.region)
@@ -229,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             cost_per_million(suite, args.prices)
     suite.results["failure"] = failure
     write_report(suite.results, out)
+    if "defect_pipeline" in suite.results:  # its own section, after the suite's
+        with (out / "report.md").open("a") as report:
+            report.write("\n" + "\n".join(defect_speed.markdown(suite.results["defect_pipeline"])) + "\n")
     if "overload" in suite.results:  # its own section, after the suite's
         with (out / "report.md").open("a") as report:
             report.write("\n" + "\n".join(overload.markdown(suite.results["overload"])) + "\n")

@@ -70,3 +70,20 @@ def request_bytes(image: bytes) -> dict[str, int]:
     return {"jpeg": len(image),
             "json": len(sagemaker_body(inputs, [ensemble.OUTPUT.name], binary=False)[0]),
             "binary+json": len(sagemaker_body(inputs, [ensemble.OUTPUT.name], binary=True)[0])}
+
+
+def inspection_request(route: Route, product, image: bytes) -> Send:
+    """A product's pipeline over a route: the photo in, every output out (the masks and Lookout's answer too)."""
+    from builders import defect_inspection
+
+    inputs = {defect_inspection.INPUT.name: encoded_batch([image])}
+    names = [tensor.name for tensor in defect_inspection.outputs(product)]
+    return lambda: infer(route, defect_inspection.name(product), inputs, names)
+
+
+def in_process_inspection(repository: Path, product, image: bytes) -> Send:
+    """The same pipeline in this process (``InProcessInspection``, one per thread: DALI is not thread-safe)."""
+    from builders.in_process import InProcessInspection
+
+    inspection = _per_thread(lambda: InProcessInspection(repository, product))
+    return lambda: inspection().inspect([image])

@@ -43,7 +43,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--capacity-rps", type=float, default=DEFAULT_CAPACITY_RPS,
                         help="requests/s the deployment serves (python -m benchmarks.overload measures it); "
                              f"queues hold what it serves within the budget (default {DEFAULT_CAPACITY_RPS:g}, "
-                             "measured on the 2-core development machine)")
+                             "measured on the 2-core development machine), and the guard opening each pipeline "
+                             "admits no more than it, refusing the rest before any decoding (its config parameter "
+                             "admission_rps; 0 turns the gate off). cpu: always gated; gpu: gated only for a "
+                             f"capacity other than the cpu default {DEFAULT_CAPACITY_RPS:g}")
     parser.add_argument("--instances", nargs="+", default=[], metavar="MODEL=N",
                         help="instance_group count per model (default 1 each)")
     parser.add_argument("--triton-image", default="",

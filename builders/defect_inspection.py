@@ -1,9 +1,12 @@
-"""A product's pipeline ``<product>_inspection``: image bytes -> guard -> ``<product>_dali`` -> ``<product>_router``.
+"""A product's pipeline ``<product>_inspection``: image bytes -> guard -> ``<product>_dali`` -> the product's
+models side by side -> ``<product>_router``.
 
 Like ``ensemble_dali_inception``, an ensemble whose guard measures the image by its
-header (``builders/image_guard.py``) before DALI decodes it; its last step routes through
-the product's parent and, for anomalies only, its child. Outputs: ``ANOMALY_SCORE``,
-``LABEL``, ``MISSING_SCORES`` (labelled with the product's classes), ``LOW_CONFIDENCE``.
+header (``builders/image_guard.py``) before DALI decodes it. DALI's image goes to the
+parent, and for a product with classes to the child and the segmenter too, as parallel
+steps on every image; the router decides on their answers (``builders/defect_router.py``).
+No step calls another model itself (BLS): on a served pipeline the hops cost more than
+the models (docs/benchmarks/2026-12-02-defect-speed). Outputs: the router's.
 The pipeline's folder carries the product's ``product.json``: a rebuild finds the
 products a repository serves there, and a SageMaker archive carries what it inspects.
 """
@@ -39,19 +42,30 @@ def outputs(product: Product) -> list[Tensor]:
 
 def models(product: Product) -> list[str]:
     """Every model of the product's pipeline, the pipeline last."""
-    return [guard(product).name, defect_dali.name(product), *defect_router.called_models(product),
+    return [guard(product).name, defect_dali.name(product), *defect_router.models_before(product),
             defect_router.name(product), name(product)]
+
+
+def model_steps(product: Product) -> list[EnsembleStep]:
+    """The parent (and child and segmenter) on DALI's image, each output under the router's input name."""
+    wires = {}
+    for model, output, router_input in defect_router.wiring(product):
+        wires.setdefault(model, {})[output.name] = router_input.name
+    return [EnsembleStep(model, {arch.IMAGE_NAME: "preprocessed_image"}, output_map) for model, output_map in
+            wires.items()]
 
 
 def declare(options: BuildOptions, product: Product) -> ModelDeclaration:
     ensemble = Serving(platform="ensemble")
     checker = guard(product)
+    router_inputs = [tensor.name for tensor in defect_router.inputs(product)[1:]]
     steps = [
         checker.step(),
         EnsembleStep(defect_dali.name(product), {defect_dali.INPUT.name: checker.checked(INPUT)},
                      {defect_dali.output(product).name: "preprocessed_image", defect_dali.SHAPE.name: "original_shape"}),
-        EnsembleStep(defect_router.name(product), {arch.IMAGE_NAME: "preprocessed_image",
-                                                   defect_router.SHAPE.name: "original_shape"},
+        *model_steps(product),
+        EnsembleStep(defect_router.name(product), {defect_router.SHAPE.name: "original_shape",
+                                                   **{tensor: tensor for tensor in router_inputs}},
                      {tensor.name: tensor.name for tensor in outputs(product)}),
     ]
     return ModelDeclaration(name=name(product), inputs=[INPUT], outputs=outputs(product),

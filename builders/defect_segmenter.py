@@ -29,7 +29,7 @@ def pixel_classes(product: Product) -> Tensor:
 
 def module(product: Product, network=None):
     """The segmenter as served (logits -> class index per pixel); without a network an untrained one."""
-    return arch.segmenter_module(network or arch.segmentation_network(len(product.classes) + 1))
+    return arch.segmenter_module(network or arch.segmentation_network(len(product.classes) + 1, product.layout))
 
 
 def declare(options: BuildOptions, product: Product) -> ModelDeclaration:

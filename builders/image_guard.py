@@ -9,12 +9,18 @@ request with a 400 naming the size and the limit, or passes the bytes on unchang
 
 The limits are config parameters of the guard (``max_pixels``, and ``max_side`` where a
 model has one), so a deployment can lower them without a rebuild.
+
+The guard is also the pipeline's admission gate (``runners/admission.py``): parameter
+``admission_rps``, derived from the capacity (``load_shedding.admission_rate``; 0: no gate),
+is the most requests/s it lets into the pipeline; it refuses the rest at once, before reading
+them, as a full queue would (HTTP 503 "Exceeds maximum queue size").
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from builders.declaration import BuildOptions, EnsembleStep, ModelDeclaration, Serving, Tensor
+from builders.load_shedding import admission_rate
 from builders.runners.image_headers import Limits
 
 RUNNER = "image_guard_step"
@@ -46,9 +52,12 @@ class ImageGuard:
     def declare(self, options: BuildOptions) -> ModelDeclaration:
         # Ragged batching and no queue delay: requests of any length are merged when they are
         # already waiting, and none waits for company (a header takes microseconds to read).
-        step = Serving(backend="python", instance_kind="KIND_CPU", runner=RUNNER, helpers=("batching", "image_headers"))
+        step = Serving(backend="python", instance_kind="KIND_CPU", runner=RUNNER,
+                       helpers=("batching", "image_headers", "admission"))
+        admission = admission_rate(options.target, options.capacity_rps)
         return ModelDeclaration(
             name=self.name, inputs=[replace(t, allow_ragged_batch=True) for t in self.inputs],
             outputs=[Tensor(self.checked(t), t.data_type, t.dims) for t in self.inputs],
             max_batch_size=self.max_batch_size, serving={"gpu": step, "cpu": step},
-            dynamic_batching_delay_us=0, parameters=self.limits.parameters())
+            dynamic_batching_delay_us=0,
+            parameters={**self.limits.parameters(), "admission_rps": f"{admission:g}"})

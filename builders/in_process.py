@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from builders import (dali, defect_architecture, defect_child, defect_dali, defect_inspection, defect_parent,
-                      defect_router, ensemble_dali_inception, ensemble_lama, inception, lama)
+from builders import (dali, defect_architecture, defect_dali, defect_inspection, defect_parent, defect_router,
+                      ensemble_dali_inception, ensemble_lama, inception, lama)
 from products import Product
+from builders.config import parse
 from builders.declaration import BuildOptions
 from builders.repository import served_version
 from builders.runners import defect_routing, lama_processing
@@ -78,34 +79,40 @@ class InProcessLama:
 
 
 class InProcessInspection:
-    """A product's ``<product>_inspection`` without Triton: its DALI model, the served ONNX versions, the same routing."""
+    """A product's ``<product>_inspection`` without Triton: its DALI model, the served ONNX versions of the
+    models its router reads, and the router's decision code with the rules of the router's config."""
 
     def __init__(self, repository: Path, product: Product, num_threads: int = dali.NUM_THREADS):
         self.product = product
-        self.thresholds = defect_routing.Thresholds(defect_router.THRESHOLDS)
+        router = parse((Path(repository) / defect_router.name(product) / "config.pbtxt").read_text())
+        self.thresholds = defect_routing.Rules({key: value.string_value for key, value in router.parameters.items()})
         self.preprocess = DaliPreprocessor(repository, defect_architecture.MAX_BATCH_SIZE, num_threads,
                                            model=defect_dali.name(product))
         options = ort.SessionOptions()
         options.intra_op_num_threads = num_threads
         self.sessions = {}
-        for name in defect_router.called_models(product):
+        for name in defect_router.models_before(product):
             model_dir = Path(repository) / name
             onnx = model_dir / str(served_version(model_dir)) / "model.onnx"
             self.sessions[name] = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
 
-    def parent(self, images: np.ndarray) -> list[np.ndarray]:
-        return self.sessions[defect_parent.name(self.product)].run([t.name for t in defect_parent.OUTPUTS],
-                                                                   {defect_architecture.IMAGE_NAME: images})
+    def run(self, model: str, images: np.ndarray) -> dict[str, np.ndarray]:
+        """The outputs of ``model`` that the router reads, by name, for preprocessed images."""
+        names = [output.name for name, output, _ in defect_router.wiring(self.product) if name == model]
+        return dict(zip(names, self.sessions[model].run(names, {defect_architecture.IMAGE_NAME: images})))
 
-    def child(self, images: np.ndarray) -> np.ndarray:
-        return self.sessions[defect_child.name(self.product)].run([defect_child.SCORES_NAME],
-                                                                  {defect_architecture.IMAGE_NAME: images})[0]
+    def parent(self, images: np.ndarray) -> list[np.ndarray]:
+        """The parent's (anomaly scores, novelty) for preprocessed images."""
+        return list(self.run(defect_parent.name(self.product), images).values())
+
+    def models(self, images: np.ndarray) -> list[np.ndarray]:
+        """What the router reads, in its inputs' order: each model once on every image, as the ensemble runs them."""
+        answers = {model: self.run(model, images) for model in self.sessions}
+        return [answers[model][output.name] for model, output, _ in defect_router.wiring(self.product)]
 
     def inspect(self, images: list[bytes]) -> dict[str, np.ndarray]:
-        """The pipeline's outputs by name, for encoded images."""
+        """The pipeline's outputs by name, for encoded images (of one size, as one served request must be)."""
         defect_inspection.guard(self.product).limits.check_batch(defect_inspection.INPUT.name, images)
         image, shape = self.preprocess.outputs(images)
-        outputs = defect_routing.inspect(image, shape, self.thresholds, len(self.product.classes),
-                                         self.parent, self.child)
-        return {tensor.name: values for tensor, values in
-                zip(defect_inspection.outputs(self.product), defect_routing.present(outputs))}
+        outputs = defect_routing.decide(self.thresholds, shape, *self.models(image))
+        return {tensor.name: np.stack(values) for tensor, values in zip(defect_inspection.outputs(self.product), outputs)}

@@ -21,6 +21,12 @@ How a policy is derived, for a model that is a step of pipelines at most ``depth
   most that long for the batch before it to finish, and its own batch (at most the queue)
   executes in the other half. Its step is done within the timeout, and the excess finds the
   queue full and is refused at once instead of after waiting the timeout out.
+
+Admission at the entrance (``admission_rate``): a queue refuses only its own excess, and on a
+Triton without ensemble backpressure (before 2.63) a request refused at the slowest step has
+already been decoded by the steps before it. So the guard that opens every pipeline admits
+at most the capacity, in requests/s (a token bucket, ``runners/admission.py``), and refuses
+the rest before any later step runs, with the full queue's answer.
 """
 from __future__ import annotations
 
@@ -62,32 +68,47 @@ def queue_policy(budget_s: float, capacity_rps: float, depth: int) -> QueuePolic
                        timeout_us=round(step_s * 1e6))
 
 
+def admission_rate(target: str, capacity_rps: float) -> float:
+    """Requests/s the guard at each pipeline's entrance admits; 0: no gate. The default capacity
+    is a 2-core CPU figure, so on the gpu target (which serves far more) the gate is built only
+    for a capacity given for it; the cpu target always gets it."""
+    return capacity_rps if target == "cpu" or capacity_rps != DEFAULT_CAPACITY_RPS else 0.0
+
+
 def check_budget(budget_s: float, capacity_rps: float) -> None:
     if not 0 < budget_s < SAGEMAKER_REALTIME_LIMIT_S:
         raise ServingOptionError(f"--latency-budget-s {budget_s:g}: choose more than 0 and less than SageMaker's "
                                  f"{SAGEMAKER_REALTIME_LIMIT_S:g} s real-time limit")
-    if not capacity_rps > 0:
-        raise ServingOptionError(f"--capacity-rps {capacity_rps:g}: choose a number of requests per second above 0")
+    if not 0 < capacity_rps < math.inf:
+        raise ServingOptionError(f"--capacity-rps {capacity_rps:g}: choose a number of requests per second above 0 "
+                                 "(and finite: the queues and the admission gate are sized from it)")
 
 
-def waits_of(ensemble, by_name: dict) -> list[str]:
-    """The models a request to ``ensemble`` queues at: its steps, and the models a step calls
-    itself (BLS, named by its ``bls_models`` parameter, e.g. a product's router)."""
-    waits = []
-    for step in ensemble.steps:
-        called = by_name[step.model_name].parameters.get("bls_models", "")
-        waits += [step.model_name, *filter(None, called.split(","))]
-    return waits
+def queues_before(ensemble, by_name: dict) -> dict[str, int]:
+    """Model -> the queues a request to ``ensemble`` has waited at when it reaches that model's,
+    its own included: steps that run side by side (each reading what an earlier step wrote) share a
+    level, and a model a step calls itself (BLS, named by the step's ``bls_models`` parameter) waits
+    one level after its caller."""
+    written_at: dict[str, int] = {}  # ensemble tensor -> queues waited at when it is written
+    levels: dict[str, int] = {}
+    for step in ensemble.steps:  # the declarations list a step after those it reads from
+        level = 1 + max((written_at.get(tensor, 0) for tensor in step.input_map.values()), default=0)
+        called = [name for name in by_name[step.model_name].parameters.get("bls_models", "").split(",") if name]
+        for name, its_level in ((step.model_name, level), *((name, level + 1) for name in called)):
+            levels[name] = max(levels.get(name, 0), its_level)
+        for tensor in step.output_map.values():
+            written_at[tensor] = level + (1 if called else 0)
+    return levels
 
 
 def pipeline_depths(models) -> dict[str, int]:
-    """Model name -> queues on the longest pipeline it is part of (1 when it is in none)."""
+    """Model name -> queues on the longest path through a pipeline it is part of (1 when it is in none)."""
     by_name = {model.name: model for model in models}
     depths = {model.name: 1 for model in models if not model.steps}
     for ensemble in (model for model in models if model.steps):
-        waits = waits_of(ensemble, by_name)
-        for name in waits:
-            depths[name] = max(depths[name], len(waits))
+        levels = queues_before(ensemble, by_name)
+        for name in levels:
+            depths[name] = max(depths[name], max(levels.values()))
     return depths
 
 

@@ -15,7 +15,7 @@
 one). A dataset is a Lookout for Vision dataset (manifests or ``normal/`` and
 ``anomaly/`` folders, local or ``s3://``), synthetic (``defect_data.pipeline``) or real
 photos; without ``--test-dataset`` its own test split, or a part held out, tests.
-``train`` registers both models as the next version (not served yet); ``approve``
+``train`` registers the product's models as the next version (not served yet); ``approve``
 serves a version only if its validation F1 beats the served one's, and with ``--url``
 asks a running server (explicit model control) to load it.
 """
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from builders.repository import served_version
 from defect_classifier import data, registry, sagemaker_registry, tuning
+from defect_classifier.evaluation import score_text
 from defect_classifier.training import TrainSettings
 from products import DEFAULT_STORE, ProductError, find, in_repository
 
@@ -54,10 +55,11 @@ def _train(args) -> int:
     result = run(args.product, args.dataset, args.test_dataset, args.repository, settings, args.validation_fraction)
     for name, record in result.reports.items():
         splits = record["splits"]
-        print(f"{name}: validation F1 {splits['validation']['f1']:.4f}, test F1 {splits['test']['f1']:.4f}")
+        print(f"{name}: validation F1 {splits['validation']['f1']:.4f}, test F1 {splits['test']['f1']:.4f}"
+              f"{registry.mean_iou_text(splits)}")
         for label, entry in splits["test"]["per_label"].items():
             print(f"    test {label:11s} precision {entry['precision']:.3f} recall {entry['recall']:.3f} "
-                  f"F1 {entry['f1']:.3f} ({entry['support']})")
+                  f"F1 {score_text(entry['f1'])} ({entry['support']})")
     for repository, version in result.versions.items():
         print(f"registered version {version} of {', '.join(registry.models(args.product))} in {repository} "
               f"(reports: {repository}/{{model}}/{version}/evaluation.md, confusion_matrix.png)")
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     approve = commands.add_parser("approve", help="serve a registered version if it beats the served one")
     approve.add_argument("--repository", type=Path, required=True)
     approve.add_argument("--version", type=int, help="the local version (or --package: the registry's)")
-    approve.add_argument("--models", nargs="+", help="default: the product's parent and child")
+    approve.add_argument("--models", nargs="+", help="default: every trained model of the product")
     approve.add_argument("--url", help="a running server (HTTP host:port) to load the promoted version; "
                                        "its model-repository key, if any, from $TRITON_MODEL_CONTROL_KEY")
     status = commands.add_parser("status", help="registered versions, their F1, and which is served")

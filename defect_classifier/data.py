@@ -122,7 +122,7 @@ def split(examples: list[Example], fraction: float, seed: int) -> tuple[list[Exa
 
 def dataset_manifest(parts: dict[str, list[Example]], rejected: list[Rejected], sources: dict[str, str]) -> dict:
     """Every example with its split and hash; the version hashes the contents, not where they lie."""
-    entries = [{"split": name, **asdict(example)} for name, part in parts.items() for example in part]
+    entries = [{**asdict(example), "split": name} for name, part in parts.items() for example in part]
     contents = sorted((e["split"], e["sha256"], e["anomaly"], e["classes"]) for e in entries)
     version = hashlib.sha256(json.dumps(contents).encode()).hexdigest()[:16]
     counts = {name: {"normal": sum(not e.anomaly for e in part), "anomaly": sum(e.anomaly for e in part)}

@@ -105,28 +105,42 @@ def confusion_png(path: Path, title: str, matrices: dict[str, list[list[int]]], 
     return path
 
 
-def _figure(value) -> str:
+def score_text(value) -> str:
+    """A score with three decimals, "-" where it is undefined (None)."""
     return "-" if value is None else f"{value:.3f}"
 
 
 def _table(report: dict) -> list[str]:
     rows = ["| label | precision | recall | F1 | ROC AUC | AP | support |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, entry in report["per_label"].items():
-        rows.append(f"| {name} | {entry['precision']:.3f} | {entry['recall']:.3f} | {entry['f1']:.3f} "
-                    f"| {_figure(entry.get('roc_auc'))} | {_figure(entry.get('average_precision'))} "
+        rows.append(f"| {name} | {entry['precision']:.3f} | {entry['recall']:.3f} | {score_text(entry['f1'])} "
+                    f"| {score_text(entry.get('roc_auc'))} | {score_text(entry.get('average_precision'))} "
                     f"| {entry['support']} |")
     return rows
+
+
+def _pixel_lines(report: dict) -> list[str]:
+    """A segmenter's IoU per label and means (nothing for the other models)."""
+    if "mean_iou" not in report:
+        return []
+    ious = ", ".join(f"{name} {score_text(entry['iou'])}" for name, entry in report["per_label"].items())
+    return [f"Pixel scores. Mean IoU of the defect classes {score_text(report['mean_iou'])}, with background "
+            f"{score_text(report['mean_iou_with_background'])}; F1 above is the defect classes' mean pixel F1 (with "
+            f"background {score_text(report['f1_with_background'])}). IoU: {ious}.", ""]
 
 
 def write_report(version_dir: Path, model: str, reports: dict[str, dict], details: dict) -> dict:
     """``evaluation.json``, ``evaluation.md`` and ``confusion_matrix.png`` (test split) in the version folder."""
     record = {"model": model, **details, "splits": reports}
     (version_dir / "evaluation.json").write_text(json.dumps(record, indent=2) + "\n")
+    threshold = "argmax per pixel, no threshold" if details["threshold"] is None else \
+        f"threshold {json.dumps(details['threshold'])} chosen on validation"
     lines = [f"# {model}: evaluation", "", f"Product {details['product']}, dataset version {details['dataset_version']}; "
-             f"validation F1 {reports['validation']['f1']:.4f} (promotion compares this); threshold "
-             f"{json.dumps(details['threshold'])} chosen on validation; trained in {details['training_seconds']} s.", ""]
+             f"validation F1 {reports['validation']['f1']:.4f} (promotion compares this); {threshold}; "
+             f"trained in {details['training_seconds']} s.", ""]
     for split, report in reports.items():
-        lines += [f"## {split} ({report['count']} images): F1 {report['f1']:.4f}", "", *_table(report), ""]
+        lines += [f"## {split} ({report['count']} images): F1 {report['f1']:.4f}", "", *_pixel_lines(report),
+                  *_table(report), ""]
     (version_dir / "evaluation.md").write_text("\n".join(lines))
     test = reports["test"]
     if "confusion" in test:

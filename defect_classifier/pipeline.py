@@ -1,12 +1,13 @@
-"""One training run of a product: datasets -> rules -> split -> train both models -> ONNX -> evaluate -> register.
+"""One training run of a product: datasets -> rules -> split -> train its models -> ONNX -> evaluate -> register.
 
 The training data are a Lookout-format dataset of the product (real photos, synthetic
 removals from ``defect_data.pipeline``, or both mixed in one folder's manifests), split
 here into train and validation. The test set is a second dataset (generated with another
 seed, or photos kept apart), or the dataset's own test split, or a stratified part held
 out here; training never sees it. Thresholds are chosen on validation and folded into
-the exported models. Nothing is registered until both models are exported and
-evaluated, so a run stopped early leaves the repositories as they were.
+the exported models. A product with classes trains three models: the parent, the child
+and the segmenter (from the masks). Nothing is registered until every model is exported
+and evaluated, so a run stopped early leaves the repositories as they were.
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ import numpy as np
 from rich.progress import Progress
 
 from builders import defect_architecture as arch
-from builders import defect_child, defect_dali, defect_parent
+from builders import defect_child, defect_dali, defect_parent, defect_segmenter
 from builders.in_process import DaliPreprocessor
-from defect_classifier import data, evaluation, registry, training
+from defect_classifier import data, evaluation, registry, segmentation, training
 from defect_data import lookout
 from products import Product
 
@@ -99,49 +100,82 @@ def _child_training_rows(product: Product, part: list[data.Example]) -> np.ndarr
     return training.child_training_rows(np.array([e.anomaly for e in part], bool), _child_rows(part), product.layout)
 
 
-def _train_and_export(product: Product, parts, images, settings: training.TrainSettings, staging: Path,
+def _train_child(product: Product, parts, images, settings: training.TrainSettings, rows, step):
+    """The child, and its per-class thresholds chosen on validation."""
+    child_cnn = training.fit(len(product.classes), images["train"][rows],
+                             data.class_matrix([e for e, row in zip(parts["train"], rows) if row], product),
+                             settings, step, layout=product.layout)
+    validation = _child_rows(parts["validation"])
+    truth = data.class_matrix([e for e, row in zip(parts["validation"], validation) if row], product)
+    found = training.probabilities(child_cnn, images["validation"][validation])
+    per_class = [evaluation.choose_threshold(truth[:, i], found[:, i]) for i in range(len(product.classes))]
+    return defect_child.module(product, child_cnn, np.array(per_class)), dict(zip(product.class_names, per_class))
+
+
+def _train_parent(product: Product, images, anomaly, settings: training.TrainSettings, step):
+    """The calibrated parent, and its threshold chosen on validation."""
+    cnn = training.fit(1, images["train"], anomaly["train"][:, None], settings, step, simulate=True,
+                       layout=product.layout)
+    threshold = evaluation.choose_threshold(anomaly["validation"], training.probabilities(cnn, images["validation"]))
+    return training.calibrate_parent(cnn, images["train"], anomaly["train"], images["validation"], threshold), threshold
+
+
+def _train_segmenter(product: Product, images, masks, settings: training.TrainSettings, rows, step):
+    """The segmenter as served (no threshold: the class of the highest logit per pixel)."""
+    network = segmentation.fit(images["train"][rows], masks["train"][0][rows], product, settings, step)
+    return defect_segmenter.module(product, network), None
+
+
+def _timed(train):
+    """(what ``train()`` returns, the seconds it took)."""
+    started = time.perf_counter()
+    return train(), round(time.perf_counter() - started, 1)
+
+
+def _train_and_export(product: Product, parts, images, masks, settings: training.TrainSettings, staging: Path,
                       progress: Progress):
     anomaly = {name: np.array([e.anomaly for e in part]) for name, part in parts.items()}
     child_rows = _child_training_rows(product, parts["train"])
-    per_epoch = training.steps_per_epoch(len(images["train"]), settings) + \
-        training.steps_per_epoch(int(child_rows.sum()), settings)
-    task = progress.add_task(f"training {defect_parent.name(product)}, then its child",
-                             total=settings.epochs * per_epoch)
+    segment_rows = masks["train"][1] if product.classes else np.zeros(len(parts["train"]), bool)
+    per_epoch = sum(training.steps_per_epoch(count, settings)
+                    for count in (len(images["train"]), int(child_rows.sum()), int(segment_rows.sum())))
+    task = progress.add_task(f"training {', '.join(registry.models(product))}", total=settings.epochs * per_epoch)
 
     def step():
         progress.advance(task)
 
-    parent_cnn = training.fit(1, images["train"], anomaly["train"][:, None], settings, step, simulate=True,
-                              layout=product.layout)
-    threshold = evaluation.choose_threshold(anomaly["validation"],
-                                            training.probabilities(parent_cnn, images["validation"]))
-    parent = training.calibrate_parent(parent_cnn, images["train"], anomaly["train"], images["validation"], threshold)
-    modules = {defect_parent.name(product): (parent, defect_parent.OUTPUTS)}
-    thresholds = {defect_parent.name(product): threshold}
+    trained = {defect_parent.name(product): (lambda: _train_parent(product, images, anomaly, settings, step),
+                                             defect_parent.OUTPUTS)}
     if product.classes:
-        child_cnn = training.fit(len(product.classes), images["train"][child_rows],
-                                 data.class_matrix([e for e, row in zip(parts["train"], child_rows) if row], product),
-                                 settings, step, layout=product.layout)
-        rows = _child_rows(parts["validation"])
-        truth = data.class_matrix([e for e, row in zip(parts["validation"], rows) if row], product)
-        found = training.probabilities(child_cnn, images["validation"][rows])
-        per_class = [evaluation.choose_threshold(truth[:, i], found[:, i]) for i in range(len(product.classes))]
-        modules[defect_child.name(product)] = (defect_child.module(product, child_cnn, np.array(per_class)),
-                                               [defect_child.scores(product)])
-        thresholds[defect_child.name(product)] = dict(zip(product.class_names, per_class))
-    paths = {}
-    for name, (module, outputs) in modules.items():
+        trained[defect_child.name(product)] = (
+            lambda: _train_child(product, parts, images, settings, child_rows, step), [defect_child.scores(product)])
+        trained[defect_segmenter.name(product)] = (
+            lambda: _train_segmenter(product, images, masks, settings, segment_rows, step),
+            [defect_segmenter.pixel_classes(product)])
+    paths, details = {}, {}
+    for name, (train, outputs) in trained.items():
+        (module, threshold), seconds = _timed(train)
         (staging / name).mkdir(parents=True)
         paths[name] = arch.export_onnx(module, staging / name / "model.onnx", arch.image_tensor(product),
                                        [t.name for t in outputs])
-    return paths, anomaly, thresholds
+        details[name] = {"threshold": threshold, "training_seconds": seconds}
+    return paths, anomaly, details
 
 
-def _evaluate(product: Product, paths, parts, images, anomaly, details, thresholds, staging: Path) -> dict[str, dict]:
+def _segmenter_report(session, product: Product, images: np.ndarray, masks) -> dict:
+    """Pixel scores of the exported segmenter on the images whose masks are known."""
+    truth, known = masks
+    found = onnx_scores(session, images[known], defect_segmenter.PIXEL_CLASSES_NAME) if known.any() \
+        else np.zeros((0, product.height, product.width), np.uint8)
+    return segmentation.report(truth[known], found, product)
+
+
+def _evaluate(product: Product, paths, parts, images, masks, anomaly, details, staging: Path) -> dict[str, dict]:
     import onnxruntime as ort
 
     sessions = {name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for name, path in paths.items()}
     parent_name, child_name = defect_parent.name(product), defect_child.name(product)
+    segmenter_name = defect_segmenter.name(product)
     reports = {name: {} for name in paths}
     for split in ("validation", "test"):
         scores = onnx_scores(sessions[parent_name], images[split], defect_parent.ANOMALY_SCORE.name)
@@ -153,7 +187,10 @@ def _evaluate(product: Product, paths, parts, images, anomaly, details, threshol
             reports[child_name][split] = evaluation.child_report(
                 data.class_matrix([e for e, row in zip(parts[split], rows) if row], product), found,
                 product.class_names)
-    return {name: evaluation.write_report(staging / name, name, splits, {**details, "threshold": thresholds[name]})
+        if segmenter_name in sessions:
+            reports[segmenter_name][split] = _segmenter_report(sessions[segmenter_name], product, images[split],
+                                                               masks[split])
+    return {name: evaluation.write_report(staging / name, name, splits, {**details["run"], **details[name]})
             for name, splits in reports.items()}
 
 
@@ -174,11 +211,12 @@ def run(product: Product, dataset: Path, test_dataset: Path | None, repositories
         with Progress() as progress:
             images = {name: read_images(repositories[0], product, part, reader, progress)
                       for name, part in parts.items()}
-            started = time.perf_counter()
-            paths, anomaly, thresholds = _train_and_export(product, parts, images, settings, staging, progress)
-        details = {"product": product.name, "dataset_version": manifest["version"], "training": asdict(settings),
-                   "training_seconds": round(time.perf_counter() - started, 1)}
-        reports = _evaluate(product, paths, parts, images, anomaly, details, thresholds, staging)
+            masks = {name: segmentation.read_masks(part, product, reader) for name, part in parts.items()} \
+                if product.classes else {}
+            paths, anomaly, details = _train_and_export(product, parts, images, masks, settings, staging, progress)
+        details["run"] = {"product": product.name, "dataset_version": manifest["version"],
+                          "training": asdict(settings)}
+        reports = _evaluate(product, paths, parts, images, masks, anomaly, details, staging)
         for name in paths:
             (staging / name / "dataset.json").write_text(json.dumps(manifest, indent=1) + "\n")
         versions = {str(repository): registry.register(repository, product, {name: staging / name for name in paths})

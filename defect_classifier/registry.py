@@ -1,7 +1,8 @@
-"""The model repository as a model registry for each product's ``<product>_parent`` and ``<product>_child``.
+"""The model repository as a model registry for each product's ``<product>_parent``, ``<product>_child``
+and ``<product>_segmenter`` (the last two for products with classes).
 
 A training run registers each model as the next numbered version folder (the same
-number for the pair), with its evaluation report beside ``model.onnx``. Registration is
+number for all of them), with its evaluation report beside ``model.onnx``. Registration is
 all or nothing: folders are staged under hidden names and renamed at the end, and
 removed again if anything stops it. Serving changes only by ``approve``: it points
 ``version_policy`` at a version whose validation F1 beats the served one's, and refuses
@@ -14,10 +15,16 @@ import json
 import shutil
 from pathlib import Path
 
-from builders import defect_child, defect_parent
+from builders import defect_child, defect_parent, defect_segmenter
 from builders.config import parse
 from builders.declaration import BuildOptions
-from builders.repository import copy_runner, served_version, set_served_version, version_numbers
+from builders.repository import (
+    copy_runner,
+    served_version,
+    set_served_version,
+    version_numbers,
+)
+from defect_classifier.evaluation import score_text
 from products import Product, ProductError
 from products.store import repository_product
 
@@ -33,8 +40,8 @@ class PromotionRefused(RegistryError):
 
 
 def models(product: Product) -> dict:
-    """The product's trained models: name -> builder module (the child only where it has classes)."""
-    modules = (defect_parent, defect_child) if product.classes else (defect_parent,)
+    """The product's trained models: name -> builder module (the child and segmenter where it has classes)."""
+    modules = (defect_parent, defect_child, defect_segmenter) if product.classes else (defect_parent,)
     return {module.name(product): module for module in modules}
 
 
@@ -123,6 +130,11 @@ def approve(repository: Path, product: Product, name: str, version: int) -> str:
     return f"{name}: now serving version {version} (validation F1 {candidate:.4f}; version {served} had {was})"
 
 
+def mean_iou_text(splits: dict) -> str:
+    """A segmenter's test mean IoU (defect classes) for its status line; nothing for the other models."""
+    return f", test mean IoU {score_text(splits['test']['mean_iou'])}" if "mean_iou" in splits["test"] else ""
+
+
 def status(repository: Path, product: Product) -> list[str]:
     """One line per registered version: served marker, validation and test F1."""
     lines = []
@@ -133,7 +145,8 @@ def status(repository: Path, product: Product) -> list[str]:
             report = model_dir / str(number) / REPORT
             if report.is_file():
                 splits = json.loads(report.read_text())["splits"]
-                scores = f"validation F1 {splits['validation']['f1']:.4f}, test F1 {splits['test']['f1']:.4f}"
+                scores = f"validation F1 {splits['validation']['f1']:.4f}, test F1 {splits['test']['f1']:.4f}" + \
+                    mean_iou_text(splits)
             else:
                 scores = "untrained"
             lines.append(f"{'*' if number == served else ' '} {name} version {number}: {scores}")

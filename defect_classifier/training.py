@@ -40,26 +40,50 @@ class TrainSettings:
     simulated: float = 0.25  # simulated anomalies added to a parent batch, per normal image in it
 
 
-def augment(batch, settings: TrainSettings, generator):
-    """A random small affine move and photometric change per image (torch, batched)."""
+def _uniform(count: int, limit: float, generator):
     import torch
-    import torch.nn.functional as F
 
-    count = batch.shape[0]
+    return (torch.rand(count, generator=generator) * 2 - 1) * limit
 
-    def uniform(limit):
-        return (torch.rand(count, generator=generator) * 2 - 1) * limit
 
-    angle = uniform(math.radians(settings.turn_degrees))
+def _random_moves(count: int, settings: TrainSettings, generator):
+    """[count, 2, 3] affine matrices: a small turn and shift per image."""
+    import torch
+
+    angle = _uniform(count, math.radians(settings.turn_degrees), generator)
     theta = torch.zeros(count, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle), -torch.sin(angle)
     theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle), torch.cos(angle)
-    theta[:, :, 2] = torch.stack([uniform(2 * settings.shift), uniform(2 * settings.shift)], dim=1)
+    theta[:, :, 2] = torch.stack([_uniform(count, 2 * settings.shift, generator),
+                                  _uniform(count, 2 * settings.shift, generator)], dim=1)
+    return theta
+
+
+def _move(batch, theta, mode: str = "bilinear"):
+    import torch.nn.functional as F
+
     grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
-    moved = F.grid_sample(batch, grid, padding_mode="border", align_corners=False)
-    contrast = 1 + uniform(settings.contrast).view(-1, 1, 1, 1)
-    brightness = uniform(settings.brightness).view(-1, 1, 1, 1)
-    return (moved * contrast + brightness).clamp(-1, 1)
+    return F.grid_sample(batch, grid, mode=mode, padding_mode="border", align_corners=False)
+
+
+def _recolour(batch, settings: TrainSettings, generator):
+    count = batch.shape[0]
+    contrast = 1 + _uniform(count, settings.contrast, generator).view(-1, 1, 1, 1)
+    brightness = _uniform(count, settings.brightness, generator).view(-1, 1, 1, 1)
+    return (batch * contrast + brightness).clamp(-1, 1)
+
+
+def augment(batch, settings: TrainSettings, generator):
+    """A random small affine move and photometric change per image (torch, batched)."""
+    return _recolour(_move(batch, _random_moves(batch.shape[0], settings, generator)), settings, generator)
+
+
+def augment_with_masks(batch, masks, settings: TrainSettings, generator):
+    """``augment`` of images [N, 3, H, W] and the same move of their class masks [N, H, W] (nearest: a
+    moved mask keeps whole class indices)."""
+    theta = _random_moves(batch.shape[0], settings, generator)
+    moved = _move(masks[:, None].float(), theta, mode="nearest")[:, 0].long()
+    return _recolour(_move(batch, theta), settings, generator), moved
 
 
 def _noise_region(count: int, height: int, width: int, generator):
@@ -132,9 +156,7 @@ def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSe
     """
     import torch
 
-    torch.manual_seed(settings.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
-    generator = torch.Generator().manual_seed(settings.seed)
+    generator = seeded(settings)
     net = arch.network(outputs, *images.shape[2:], layout)
     x, y = torch.from_numpy(images), torch.from_numpy(targets.astype(np.float32))
     positives = y.sum(dim=0)
@@ -142,19 +164,41 @@ def fit(outputs: int, images: np.ndarray, targets: np.ndarray, settings: TrainSe
     if simulate:  # every epoch adds simulated positives made from the normal images
         positives = positives + settings.simulated * negatives
     loss_function = torch.nn.BCEWithLogitsLoss(pos_weight=negatives / positives.clamp(min=1))
+
+    def batch_loss(rows):
+        batch, target = _with_simulated(x, y, rows, settings, generator) if simulate else (x[rows], y[rows])
+        logits, _ = net(augment(batch, settings, generator))
+        return loss_function(logits, target)
+
+    return optimise(net, len(x), settings, generator, batch_loss, on_step, on_epoch)
+
+
+def seeded(settings: TrainSettings):
+    """Seeds torch (the fresh network's weights) and returns the generator of the run's shuffles and
+    augmentations; training uses every core."""
+    import torch
+
+    torch.manual_seed(settings.seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch.Generator().manual_seed(settings.seed)
+
+
+def optimise(net, count: int, settings: TrainSettings, generator, batch_loss, on_step, on_epoch=None):
+    """AdamW with a one-cycle schedule over ``settings.epochs`` epochs of ``count`` shuffled rows;
+    ``batch_loss(rows)`` is the loss of one batch. Returns the net in eval mode."""
+    import torch
+
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    steps = settings.epochs * steps_per_epoch(len(x), settings)
+    steps = settings.epochs * steps_per_epoch(count, settings)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=max(steps, 1))
     net.train()
     for epoch in range(settings.epochs):
-        order = _epoch_order(len(x), generator)
+        order = _epoch_order(count, generator)
         for start in range(0, len(order), settings.batch_size):
             rows = order[start:start + settings.batch_size]
             if len(rows) < 2:  # batch norm needs two samples
                 continue
-            batch, target = _with_simulated(x, y, rows, settings, generator) if simulate else (x[rows], y[rows])
-            logits, _ = net(augment(batch, settings, generator))
-            loss = loss_function(logits, target)
+            loss = batch_loss(rows)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -11,6 +11,11 @@ Every listener binds to 127.0.0.1 unless ``--address`` names another IPv4 addres
 unload them (``python -m defect_classifier approve --url``); off loopback that needs
 ``--allow-remote-model-control``, and the model-repository API then asks for a key
 printed once at start-up.
+
+``--lookout-api ENDPOINT`` (with ``--sagemaker-model <product>_inspection``) also serves
+``/endpoints/ENDPOINT/invocations`` on ``--lookout-port``: raw ``image/jpeg`` / ``image/png``
+bodies answered with Lookout for Vision's DetectAnomalies JSON, through the serial pipeline of
+``sagemaker_deploy deploy --lookout-api`` (``local_server.lookout_route``).
 """
 from __future__ import annotations
 
@@ -22,11 +27,14 @@ import time
 from pathlib import Path
 
 from local_server.errors import ServerError
+from local_server.lookout_route import lookout_route, stop_lookout_route
 from local_server.multi_model import MultiModelEndpoint
 from local_server.sagemaker_container import SAGEMAKER_DEFAULT_PORT
 from local_server.supervisor import Supervisor
 from local_server.server import (GRPC_MODEL_CONTROL_HEADER, LOOPBACK, MODEL_CONTROL_HEADER,
                                  MODEL_CONTROL_KEY_VARIABLE, MODEL_CONTROL_MODES, TritonServer)
+from sagemaker_deploy.package import PackageError
+from sagemaker_deploy.serial_pipeline import check_lookout_pipeline
 
 DEFAULT_MODEL = "ensemble_dali_inception"
 
@@ -75,6 +83,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              f"--sagemaker-model or {DEFAULT_MODEL})")
     parser.add_argument("--no-restart", action="store_true",
                         help="--sagemaker-mode: leave a dead container down instead of replacing it")
+    parser.add_argument("--lookout-api", metavar="ENDPOINT",
+                        help="also answer raw image/jpeg and image/png bodies at /endpoints/ENDPOINT/invocations with "
+                             "Lookout's DetectAnomalies JSON (needs --sagemaker-model <product>_inspection)")
+    parser.add_argument("--lookout-port", type=int, default=8085, help="--lookout-api: the route's port")
     parser.add_argument("--log-file", type=Path, help="save the server log here (default: stream it)")
     parser.add_argument("--once", action="store_true", help="stop as soon as the server is ready")
     parser.add_argument("--print-docker", action="store_true",
@@ -82,6 +94,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.repository is None) == (args.sagemaker_multi_model is None):
         parser.error("give a model repository, or --sagemaker-multi-model DIR (not both)")
+    if args.lookout_api and (reason := _lookout_refusal(args)):
+        parser.error(reason)
     return args
 
 
@@ -103,7 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = None
     if args.sagemaker_mode and not args.no_restart and not args.once:
         supervisor = Supervisor(server, name=f"container of {server.sagemaker_default_model}").start()
-    _serve_until_stopped(server, args.once, supervisor)
+    with tempfile.TemporaryDirectory(prefix="lookout-api-") as workdir:
+        try:
+            route = _lookout_route(args, server, Path(workdir))
+        except (ServerError, ValueError, OSError) as error:  # OSError: the route's port is taken
+            (supervisor or server).stop()
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        _serve_until_stopped(server, args.once, supervisor)
+        if route is not None:
+            stop_lookout_route(route)
     (supervisor or server).stop()
     print(f"tritonserver (pid {server.process.pid}) stopped", flush=True)
     return 0 if server.process.returncode in (0, -signal.SIGTERM) else 1
@@ -129,6 +152,27 @@ def serve_multi_model(args: argparse.Namespace) -> int:
         _serve_until_stopped(endpoint.container, args.once)
         endpoint.stop()
     return 0
+
+
+def _lookout_refusal(args: argparse.Namespace) -> str:
+    """Why --lookout-api cannot answer for the server's SageMaker model, found before the server starts."""
+    if not args.sagemaker_model or args.repository is None:
+        return "--lookout-api needs a repository and --sagemaker-model <product>_inspection: the pipeline it answers for"
+    try:
+        check_lookout_pipeline(args.repository, args.sagemaker_model)
+    except PackageError as error:
+        return str(error)
+    return ""
+
+
+def _lookout_route(args: argparse.Namespace, server: TritonServer, workdir: Path):
+    """The Lookout-style raw-image route when ``--lookout-api`` asks for it, started and announced."""
+    if not args.lookout_api:
+        return None
+    route = lookout_route(server, workdir, args.lookout_api, args.lookout_port)
+    print(f"  Lookout  {route.url}/endpoints/{args.lookout_api}/invocations  (image/jpeg, image/png -> "
+          f"DetectAnomalies JSON of {server.sagemaker_default_model})", flush=True)
+    return route
 
 
 def _serve_until_stopped(server: TritonServer, once: bool, supervisor: Supervisor | None = None) -> None:

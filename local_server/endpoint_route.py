@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from local_server.multi_model import TARGET_HEADER, InvocationError
 from local_server.request_guard import InvalidInferenceRequest, check_inference_request
+from local_server.serial_pipeline import ContainerFailed, SerialPipeline
 from local_server.server import free_port
 
 REALTIME_BODY_LIMIT = 6291456  # bytes, InvokeEndpoint Body "Maximum length of 6291456"
@@ -93,10 +94,13 @@ class EndpointRoute:
                 f"#logEventViewer:group=/aws/sagemaker/Endpoints/{endpoint} in account {self.account} "
                 "for more information.")
 
-    def model_error(self, endpoint: str, status: int, message: str) -> tuple[int, str, dict]:
-        """(HTTP status, message, extra fields) of SageMaker's ModelError for a container's answer."""
+    def model_error(self, endpoint: str, status: int, message: str,
+                    container: str = "primary") -> tuple[int, str, dict]:
+        """(HTTP status, message, extra fields) of SageMaker's ModelError for a container's answer (``container``:
+        its ContainerHostname in a serial pipeline)."""
         kind = "client" if 400 <= status < 500 else "server"
-        text = f"Received {kind} error ({status}) from primary with message \"{message}\". {self.logs_hint(endpoint)}"
+        text = (f"Received {kind} error ({status}) from {container} with message \"{message}\". "
+                f"{self.logs_hint(endpoint)}")
         return 424, text, {"OriginalStatusCode": status, "OriginalMessage": message}
 
     def _handler(self):
@@ -127,6 +131,8 @@ class EndpointRoute:
                     return self._error(400, "ValidationError", f"Endpoint {name} of account {route.account} not found.")
                 if operation == "async-invocations":
                     return self._invoke_async(name)
+                if isinstance(endpoints[name], SerialPipeline):  # its first container reads the body, not Triton
+                    return self._invoke_pipeline(name, body)
                 try:  # a JSON shape its data does not fill aborts tritonserver <= 2.58: never forward it
                     check_inference_request(body, self.headers.get("Content-Type", ""))
                 except InvalidInferenceRequest as error:
@@ -148,6 +154,17 @@ class EndpointRoute:
                     answer = endpoints[name].invoke(target, body, self.headers.get("Content-Type", ""))
                 except InvocationError as error:
                     return self._error(error.status, error.error_type, str(error))
+                self._reply(answer.status, answer.content_type, answer.body)
+
+            def _invoke_pipeline(self, name: str, body: bytes) -> None:
+                route.requests_forwarded += 1
+                try:
+                    answer = endpoints[name].invoke(body, self.headers.get("Content-Type", ""),
+                                                    self.headers.get("Accept", ""), route.timeout_s)
+                except ContainerFailed as failure:
+                    status, message, details = route.model_error(name, failure.status, pipeline_failure(failure),
+                                                                 failure.container)
+                    return self._error(status, "ModelError", message, **details)
                 self._reply(answer.status, answer.content_type, answer.body)
 
             def _invoke_async(self, name: str) -> None:
@@ -215,3 +232,11 @@ class EndpointRoute:
                 self._reply(status, "application/json", body, error_type)
 
         return Handler
+
+
+def pipeline_failure(failure: ContainerFailed) -> str:
+    """The message of a serial pipeline's ModelError: the container's own answer, or SageMaker's words for
+    a container that did not answer in time or went away."""
+    if failure.timed_out:
+        return TIMED_OUT.replace("container primary", f"container {failure.container}")
+    return str(failure) if failure.status else f"{NO_RESPONSE.replace('primary', failure.container)} ({failure})"

@@ -48,6 +48,11 @@ class Product:
     width: int
     labels: str = ""  # the labels it was defined from (a manifest or a dataset folder)
     layout: str = LAYOUTS[0]
+    # Lookout's decision rules, applied by the pipeline's router: an anomaly whose confidence is
+    # under ``min_confidence`` is answered as normal; a class covering less of the image than its
+    # share in ``min_area`` ((class, share) pairs) is painted background.
+    min_confidence: float = 0.0
+    min_area: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
         check_name(self.name)
@@ -66,6 +71,18 @@ class Product:
         if min(self.height, self.width) < MIN_SIDE:
             raise ProductError(f"product {self.name}: input size {self.width}x{self.height} is under "
                                f"{MIN_SIDE} pixels per side")
+        self._check_rules()
+
+    def _check_rules(self) -> None:
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ProductError(f"product {self.name}: min_confidence {self.min_confidence:g} is not between 0 and 1")
+        for class_name, share in self.min_area:
+            if class_name not in self.class_names:
+                raise ProductError(f"product {self.name}: min_area names {class_name!r}, not one of its classes "
+                                   f"({', '.join(self.class_names) or 'none'})")
+            if not 0.0 <= share <= 1.0:
+                raise ProductError(f"product {self.name}: min_area of {class_name} is {share:g}; a share of the "
+                                   "image is between 0 and 1")
 
     def model(self, role: str) -> str:
         """The Triton model name of one of the product's models, e.g. ``pcb_inspection``."""
@@ -84,7 +101,7 @@ class Product:
         return self.color_map == other.color_map
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        return json.dumps({**asdict(self), "min_area": dict(self.min_area)}, indent=2) + "\n"
 
 
 def check_name(name: str) -> None:
@@ -126,7 +143,8 @@ def parse(text: str, where: str) -> Product:
         return Product(record["name"], DefectClass(**record["background"]),
                        tuple(DefectClass(**entry) for entry in record["classes"]),
                        int(record["height"]), int(record["width"]), record.get("labels", ""),
-                       record.get("layout", LAYOUTS[0]))
+                       record.get("layout", LAYOUTS[0]), float(record.get("min_confidence", 0.0)),
+                       tuple((name, float(share)) for name, share in record.get("min_area", {}).items()))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         if isinstance(error, ProductError):
             raise ProductError(f"{where}: {error}") from None

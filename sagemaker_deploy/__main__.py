@@ -6,6 +6,8 @@
         --instances 2 --max-instances 4 --canary-percent 50 --wait-s 600 --max-5xx 1 --p99-ms 500
     python -m sagemaker_deploy --region R deploy --repository build/gpu --endpoint lama --default-model ensemble_lama \\
         --async-output s3://B/lama --autoscale-to-zero ...
+    python -m sagemaker_deploy --region R deploy --lookout-api --default-model pcb_inspection \\
+        --repository build/gpu --endpoint pcb --bucket B --role ARN   # image/jpeg, image/png -> Lookout JSON
     python -m sagemaker_deploy --region R deploy --multi-model --repository build/gpu --endpoint factory --bucket B --role ARN
     python -m sagemaker_deploy --region R add-model --repository build/gpu --endpoint factory --pipeline ensemble_lama
     python -m sagemaker_deploy --region R invoke-async --endpoint lama --input-prefix s3://B/lama/input IMAGE MASK -o OUT.png
@@ -31,6 +33,7 @@ from sagemaker_deploy.model_registry import RegistryError
 from sagemaker_deploy.multi_model import add_model, deploy_multi_model, package_pipelines
 from sagemaker_deploy.package import PackageError, make_archive
 from products import ProductError, find
+from sagemaker_deploy.serial_pipeline import lookout_refusal
 from sagemaker_deploy.promote import Gate, GateFailed, PromoteError, PromoteRequest, promote
 from sagemaker_deploy.rollout import AlarmLimits, RolloutError, TrafficShift, release_to_production
 
@@ -74,6 +77,13 @@ def _multi_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "request names its archive (TargetModel)")
     parser.add_argument("--pipeline", action="append", default=None,
                         help="with --multi-model: a pipeline (ensemble) to pack; repeat; default: every ensemble")
+
+
+def _lookout_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lookout-api", action="store_true",
+                        help="a serial inference pipeline around the Triton container that answers raw image/jpeg "
+                             "and image/png bodies with Lookout for Vision's DetectAnomalies JSON (--default-model: "
+                             "a product's <product>_inspection; docs/lookout-api.md)")
 
 
 def _rollout_arguments(parser: argparse.ArgumentParser) -> None:
@@ -153,13 +163,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     deploy_parser = commands.add_parser("deploy", help="create a new endpoint")
     _release_arguments(deploy_parser)
     _multi_model_arguments(deploy_parser)
+    _lookout_argument(deploy_parser)
     add_model = commands.add_parser("add-model", help="upload one more pipeline to a multi-model endpoint "
                                     "(no redeploy)")
     add_model.add_argument("--repository", type=Path, required=True)
     add_model.add_argument("--endpoint", required=True)
     add_model.add_argument("--pipeline", required=True, help="the ensemble to add, served as <pipeline>.tar.gz")
     _image_arguments(add_model)
-    _release_arguments(commands.add_parser("update", help="blue/green update of an endpoint to a new version"))
+    update_parser = commands.add_parser("update", help="blue/green update of an endpoint to a new version")
+    _release_arguments(update_parser)
+    _lookout_argument(update_parser)
     _rollout_arguments(commands.add_parser("rollout", help="production release: canary or linear traffic "
                                            "shifting, rolled back by 5xx/p99 alarms; then autoscaling",
                                            description=GUARDRAIL_PERMISSIONS))
@@ -184,6 +197,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def refusal(args: argparse.Namespace) -> str:
     """Why the arguments cannot work together, found before any AWS call; empty when they can."""
+    if reason := lookout_refusal(vars(args)):
+        return reason
     if args.command == "rollout" and args.async_output:
         return "rollout shifts real-time traffic under alarms; update an asynchronous endpoint with `update`"
     if getattr(args, "autoscale_to_zero", False) and not args.async_output:
@@ -217,7 +232,8 @@ def run(args: argparse.Namespace, aws: Aws) -> None:
                                     Path(workdir), args.wait_timeout_s, args.poll_s,
                                     allow_cpu_target=args.allow_cpu_target,
                                     instance_count=getattr(args, "instances", 1),
-                                    buffer_manager_thread_count=args.buffer_manager_thread_count)
+                                    buffer_manager_thread_count=args.buffer_manager_thread_count,
+                                    lookout_api=getattr(args, "lookout_api", False))
             if args.command == "deploy" and args.multi_model:
                 deploy_multi_model(aws, request, args.pipeline)
             elif args.command == "rollout":

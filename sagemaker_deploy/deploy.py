@@ -23,6 +23,7 @@ from sagemaker_deploy.aws import (ENDPOINT_TAG_KEY, PROJECT_TAG, SCALING_TAG_KEY
                                   s3_tagging)
 from sagemaker_deploy.compatibility import sagemaker_port_takes_http_limits
 from sagemaker_deploy.package import additional_args, check_repository, make_archive
+from sagemaker_deploy.serial_pipeline import check_lookout_pipeline, create_pipeline_model
 
 DEFAULT_INSTANCE = "ml.g5.xlarge"
 DEFAULT_TRITON_VERSION = "26.05"  # why: sagemaker_deploy/compatibility.py and the README
@@ -208,6 +209,7 @@ class DeployRequest:
     instance_count: int = 1  # a canary rollout needs at least 2 (sagemaker_deploy/rollout.py)
     buffer_manager_thread_count: int | None = None  # SAGEMAKER_TRITON_BUFFER_MANAGER_THREAD_COUNT
     packaged: Release | None = None  # a registered package's image, archive, environment: no packing, no upload
+    lookout_api: bool = False  # a serial pipeline that answers raw images like Lookout (serial_pipeline.py)
 
 
 def async_config(request: DeployRequest) -> dict | None:
@@ -218,9 +220,16 @@ def async_config(request: DeployRequest) -> dict | None:
             "ClientConfig": {"MaxConcurrentInvocationsPerInstance": request.max_concurrent_invocations}}
 
 
-def packed_release(aws: Aws, created: Created, request: DeployRequest) -> Release:
-    # Before any AWS call: the models, their artifacts against the image's runtimes, the target.
+def check_release(request: DeployRequest) -> None:
+    """Before any AWS call: the models, their artifacts against the image's runtimes, the target, and for
+    --lookout-api the pipeline's image input and Lookout output."""
     check_repository(request.repository, request.default_model, request.triton_version, request.allow_cpu_target)
+    if request.lookout_api:
+        check_lookout_pipeline(request.repository, request.default_model)
+
+
+def packed_release(aws: Aws, created: Created, request: DeployRequest) -> Release:
+    check_release(request)
     image = image_uri(request.region, request.triton_version, request.instance_type)
     aws.say(f"Triton image for {request.region}: {image}")
     return upload_release(aws, created, request, release_name(request.endpoint), image)
@@ -232,7 +241,10 @@ def new_release(aws: Aws, created: Created, request: DeployRequest) -> Release:
                           request.packaged.image_uri, dict(request.packaged.environment), request.endpoint)
     else:
         release = packed_release(aws, created, request)
-    create_model(aws, created, release, request.role)
+    if request.lookout_api:
+        create_pipeline_model(aws, created, request, release)
+    else:
+        create_model(aws, created, release, request.role)
     create_endpoint_config(aws, created, release, request.instance_type, async_config(request),
                            request.instance_count)
     return release
@@ -272,7 +284,7 @@ def start_endpoint(aws: Aws, created: Created, request: DeployRequest, release: 
 def deploy(aws: Aws, request: DeployRequest) -> Release:
     """Package, upload, create model + endpoint config + endpoint, wait; on failure remove it all."""
     if not request.packaged:  # the local checks first: a repository that cannot serve makes no AWS call
-        check_repository(request.repository, request.default_model, request.triton_version, request.allow_cpu_target)
+        check_release(request)
     refuse_existing_endpoint(aws, request.endpoint)
     created = Created()
     with removed_on_failure(aws, created):

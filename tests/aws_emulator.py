@@ -17,6 +17,10 @@ does behind those calls, no kinder than SageMaker:
 - a multi-model cold load longer than ``multi_model_ready_wait_s`` (SageMaker: 60 s) is answered
   429 ModelNotReadyException while it goes on;
 - real-time invocations keep to SageMaker's limits (``local_server.endpoint_route``);
+- a model with ``Containers`` is a serial inference pipeline (``local_server.serial_pipeline``): each
+  container its own process, a Triton image's as above, a framework image's (SageMaker's PyTorch
+  inference image) ``code/inference.py`` under the inference toolkit's contract
+  (``local_server.handler_host``); each response is the next container's request;
 - async invocations keep to the async limits, and whatever goes wrong while processing one
   is written to the endpoint's S3 failure path, never lost.
 
@@ -45,8 +49,10 @@ from moto.server import ThreadedMotoServer
 
 from local_server import TritonServer
 from local_server.endpoint_route import DEFAULT_ACCOUNT, REALTIME_TIMEOUT_S, TIMED_OUT, EndpointRoute
+from local_server.handler_host import HandlerContainer
 from local_server.multi_model import READY_WAIT_S, MultiModelHost
 from local_server.sagemaker_container import sagemaker_environment
+from local_server.serial_pipeline import PipelineContainer, SerialPipeline
 from local_server.server import TRITON_BINARY, TRITON_LIBS, free_port
 from local_server.supervisor import Supervisor, resend_after_restart
 from tests.emulator_rollout import BlueGreenRollouts, refuse_scaled_instance_type_change
@@ -66,6 +72,8 @@ PING_FAILED = ("The primary container for production variant {variant} did not p
 ASYNC_PAYLOAD_LIMIT = 2**30
 ASYNC_INVOCATION_TIMEOUT_S = 900
 CONTAINER_START_TIMEOUT_S = 120
+TRITON_IMAGE = "sagemaker-tritonserver"  # the repository of SageMaker's Triton images
+FRAMEWORK_IMAGES = ("pytorch-inference",)  # framework images whose toolkit serves code/inference.py
 _MISSING = object()
 
 
@@ -211,15 +219,22 @@ class LocalSageMaker:
             return
         with self.lock:
             self.containers[config_name] = container
-            if config_name not in self.hosts:  # a multi-model host would need its loads replayed: not supervised
+            # a multi-model host would need its loads replayed, a pipeline its containers: not supervised
+            if isinstance(container, TritonServer) and config_name not in self.hosts:
                 self.supervisors[config_name] = self._supervise(endpoint.endpoint_name, container)
             previous = self.endpoint_configs.get(endpoint.endpoint_name)
             self.endpoint_configs[endpoint.endpoint_name] = config_name
-            self.route.endpoints[endpoint.endpoint_name] = self.hosts.get(config_name) or container.sagemaker_url
+            self.route.endpoints[endpoint.endpoint_name] = self._route_target(config_name, container)
         if previous and previous != config_name:
             self._stop_container(previous)
         self.serve_config(endpoint, config_name)
         self._set_status(endpoint, "InService")
+
+    def _route_target(self, config_name: str, container):
+        """What the runtime route sends an endpoint's requests to: a pipeline, a multi-model host, or a URL."""
+        if isinstance(container, SerialPipeline):
+            return container
+        return self.hosts.get(config_name) or container.sagemaker_url
 
     def serve_config(self, endpoint, config_name: str) -> None:
         """DescribeEndpoint after an update: the new configuration and its variant's instance counts."""
@@ -249,19 +264,30 @@ class LocalSageMaker:
 
         return Supervisor(container, name=f"endpoint {endpoint_name}", say=say).start()
 
-    def _start_container(self, endpoint_name: str, config_name: str) -> TritonServer:
+    def _start_container(self, endpoint_name: str, config_name: str) -> TritonServer | SerialPipeline:
         """Extract the model archive and start the container; its output goes to the endpoint's log group."""
         sagemaker = self._client("sagemaker")
         config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
         model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
-        container = model["PrimaryContainer"]
         log = self.log_group(endpoint_name) / f"{VARIANT}-{config_name}"
         log.parent.mkdir(parents=True, exist_ok=True)
         self._cloudwatch_log_group(endpoint_name)
+        if model.get("Containers"):
+            return self._start_pipeline(config_name, model, log)
+        container = model["PrimaryContainer"]
         if container.get("Mode") == "MultiModel":
             return self._start_multi_model_container(config_name, container, log)
+        return self._start_one(container, config_name, log)
+
+    def _start_one(self, container: dict, config_name: str, log: Path) -> TritonServer | HandlerContainer:
+        """One container by its image: SageMaker's Triton image, or a framework image serving code/inference.py."""
         try:
             model_dir = self._extract(container["ModelDataUrl"], config_name)
+            if any(image in container["Image"] for image in FRAMEWORK_IMAGES):
+                return HandlerContainer(model_dir, container.get("Environment", {}), log).start(
+                    timeout_s=CONTAINER_START_TIMEOUT_S)
+            if TRITON_IMAGE not in container["Image"]:
+                raise ValueError(f"the emulator plays SageMaker's Triton and PyTorch images, not {container['Image']}")
             environment = sagemaker_environment(model_dir, local_binary_environment(container, log))
             server = TritonServer(model_dir, sagemaker_mode=True, sagemaker_env=environment, log_path=log)
             return server.start(timeout_s=CONTAINER_START_TIMEOUT_S)
@@ -269,6 +295,21 @@ class LocalSageMaker:
             with log.open("a") as output:
                 output.write(f"ERROR: {error}\n")
             raise
+
+    def _start_pipeline(self, config_name: str, model: dict, log: Path) -> SerialPipeline:
+        """``Containers``: a serial pipeline (CreateModel's default Mode; moto 5.2.5 keeps no
+        InferenceExecutionConfig); every container started, each with its own log, or none left running."""
+        pipeline = SerialPipeline([])
+        try:
+            for position, container in enumerate(model["Containers"], start=1):
+                hostname = container.get("ContainerHostname", f"container-{position}")
+                process = self._start_one(container, config_name, log.with_name(f"{log.name}-{hostname}"))
+                url = process.sagemaker_url if isinstance(process, TritonServer) else process.url
+                pipeline.containers.append(PipelineContainer(hostname, url, process))
+        except Exception:
+            pipeline.stop()
+            raise
+        return pipeline
 
     def _start_multi_model_container(self, config_name: str, container: dict, log: Path) -> TritonServer:
         """``Mode: MultiModel``: SageMaker starts the container with SAGEMAKER_MULTI_MODEL=true and loads

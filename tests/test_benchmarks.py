@@ -5,6 +5,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,35 @@ def test_report_has_tables_plots_json_and_cost(server, photos, tmp_path):
     assert suite.results["comparisons"]["binary_vs_json"]["bytes_ratio"] < 1 / 3
     assert (tmp_path / "throughput.png").stat().st_size > 1000 and (tmp_path / "latency.png").exists()
     assert (tmp_path / "results.json").exists()
+
+
+def test_defect_speed_compares_the_best_throughput_and_the_p50_at_concurrency_1():
+    from benchmarks.defect_speed import markdown, ratios
+
+    def steps(*rows):
+        return [{"load": load, "throughput": rate, "p50_ms": p50} for load, rate, p50 in rows]
+
+    served, in_process = steps((1, 10.0, 30.0), (4, 16.0, 200.0)), steps((1, 20.0, 20.0), (4, 18.0, 210.0))
+    result = ratios(served, in_process)
+    assert result["throughput_ratio"] == pytest.approx(16 / 20) and result["throughput_target_met"]
+    assert result["p50_ratio"] == pytest.approx(1.5) and result["p50_target_met"]
+    slower = ratios(steps((1, 10.0, 31.0), (4, 15.9, 200.0)), in_process)
+    assert not slower["throughput_target_met"] and not slower["p50_target_met"]
+    text = "\n".join(markdown({"product": "pcb", "served": served, "in_process": in_process, "perf_analyzer": [],
+                               **result}))
+    assert "| 4 | 16.0 | 200.0 | 18.0 | 210.0 |" in text and "0.80x (target >= 0.8x: met)" in text
+
+
+def test_defect_speed_sends_the_whole_answer_served_and_in_process(server, cpu_repository, board):
+    from PIL import Image
+
+    from builders import defect_inspection, defect_router
+
+    photo = Path(board.labels).parent / "image.png"
+    image = photo.read_bytes()
+    served = targets.inspection_request(server_route(server, "http-binary"), board, image)()
+    in_process = targets.in_process_inspection(cpu_repository, board, image)()
+    names = [tensor.name for tensor in defect_inspection.outputs(board)]
+    assert list(served) == list(in_process) == names
+    width, height = Image.open(photo).size
+    assert served[defect_router.MASK.name].shape == in_process[defect_router.MASK.name].shape == (1, height, width)

@@ -6,6 +6,7 @@ explicit model control as SageMaker starts it.
 """
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -13,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from PIL import Image
 
-from builders import defect_child, defect_inspection, defect_parent
+from builders import defect_child, defect_inspection, defect_parent, defect_router, defect_segmenter
 from builders.declaration import BuildOptions
 from builders.in_process import InProcessInspection
 from builders.repository import build_repository, served_version, set_served_version, version_numbers
@@ -33,8 +35,9 @@ QUICK = TrainSettings(epochs=30, batch_size=8)
 
 
 def defect_build(product) -> BuildOptions:
-    """The product's pipeline and nothing else."""
-    return BuildOptions(target="cpu", products=(product,), models=tuple(defect_inspection.models(product)))
+    """The product's pipeline and its segmenter, and nothing else."""
+    return BuildOptions(target="cpu", products=(product,),
+                        models=(*defect_inspection.models(product), defect_segmenter.name(product)))
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +83,8 @@ def images_of(dataset: Path, kind: str) -> list[Path]:
     return sorted(dataset.glob(f"*/{kind}/*.jpg"))
 
 
-def test_training_registers_the_next_version_with_its_report_beside_the_onnx_file(repository, parent, child):
-    for name in (parent, child):
+def test_training_registers_the_next_version_with_its_report_beside_the_onnx_file(repository, board, parent, child):
+    for name in (parent, child, defect_segmenter.name(board)):
         version_dir = repository / name / "2"
         assert {"model.onnx", "model.py", "evaluation.json", "evaluation.md", "confusion_matrix.png",
                 "dataset.json"} <= {p.name for p in version_dir.iterdir()}
@@ -96,7 +99,7 @@ def test_training_registers_the_next_version_with_its_report_beside_the_onnx_fil
 def test_promotion_refuses_a_model_worse_on_validation_f1(repository, datasets, board, parent, child):
     result = run(board, datasets["train"], datasets["test"], [repository], TrainSettings(epochs=0))
     worse = result.versions[str(repository)]
-    for name in (parent, child):
+    for name in (parent, child, defect_segmenter.name(board)):
         candidate, served = (registry.validation_f1(repository / name, v) for v in (worse, 2))
         if candidate >= served:
             pytest.fail(f"the untrained {name} scored {candidate} on validation, not below {served}")
@@ -247,14 +250,15 @@ def _pick(repository: Path, product, paths: list[Path], anomalous: bool) -> byte
     pytest.fail(f"the quickly trained parent calls no image of {len(paths)} {'an anomaly' if anomalous else 'normal'}")
 
 
-def test_a_normal_image_never_reaches_the_child_per_triton_statistics(defect_server, repository, datasets, board,
-                                                                      parent, child):
+def test_a_normal_image_gets_no_class_and_an_all_background_mask(defect_server, repository, datasets, board):
+    """The child and the segmenter run on every image beside the parent (no BLS hop); the router keeps
+    what they found only for an anomaly."""
     image = _pick(repository, board, images_of(datasets["test"], "normal"), anomalous=False)
-    parents, children = (inference_count(defect_server, name) for name in (parent, child))
     result = inspect_client.inspect(Route("http-binary", defect_server.http_url), "pcb", image)
     assert result.label == "normal" and not any(result.missing.values())
-    assert inference_count(defect_server, parent) == parents + 1
-    assert inference_count(defect_server, child) == children
+    assert result.found == [] and result.lookout["DetectAnomalyResult"]["IsAnomalous"] is False
+    mask = np.asarray(Image.open(io.BytesIO(result.mask_png)))
+    assert mask.shape == Image.open(io.BytesIO(image)).size[::-1] and not mask.any()
 
 
 def test_an_anomaly_reaches_the_child_once(defect_server, repository, datasets, board, child):
@@ -276,7 +280,12 @@ def test_served_results_equal_in_process_onnx_runtime(defect_server, repository,
                        {defect_inspection.INPUT.name: inspect_client.encoded_batch([image])}, names)
         expected = reference.inspect([image])
         for name in names:
-            if served[name].dtype == object:
+            if name == defect_router.LOOKOUT.name:  # JSON: its Confidence is a float32 score, within rounding
+                served_answer, expected_answer = (json.loads(answer[0][0])["DetectAnomalyResult"]
+                                                  for answer in (served[name], expected[name]))
+                assert served_answer.pop("Confidence") == pytest.approx(expected_answer.pop("Confidence"), abs=1e-5)
+                assert served_answer == expected_answer
+            elif served[name].dtype == object:
                 assert served[name].tolist() == expected[name].tolist()
             else:
                 np.testing.assert_allclose(served[name], expected[name], rtol=1e-5, atol=1e-6)
@@ -317,9 +326,10 @@ def test_tiny_and_corrupt_images_get_errors_naming_the_problem_and_serving_goes_
 
 def test_inspect_cli_agrees_over_http_binary_and_a_sagemaker_started_endpoint(defect_server, repository, datasets,
                                                                                board, parent, child, tmp_path, capsys):
-    """SageMaker's start-up loads only the default model and its steps: bls_models must bring the rest."""
+    """SageMaker's start-up loads only the default model and its steps: the parent and child are steps of the
+    pipeline (no BLS), so it loads them, with no --load-model for the container."""
     _, loaded, bls = required_models(repository, defect_inspection.name(board))
-    assert bls == [parent, child] and parent not in loaded
+    assert bls == [] and {parent, child} <= set(loaded)
     environment = container_environment(defect_inspection.name(board), bls)
     paths = [str(p) for p in images_of(datasets["test"], "normal")[:1] + images_of(datasets["test"], "anomaly")[:2]]
     paths += ["--product", "pcb"]

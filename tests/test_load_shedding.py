@@ -3,10 +3,13 @@ refusal reaches clients (and SageMaker's route) as overload, and the build optio
 
 The server tests serve the cpu ``dali`` model alone (it builds in a second) with a budget so
 small that its queue holds one request: a burst of large batches is more than it may queue.
+Beside it, ``dali_guard`` -> ``dali`` as a pipeline of two steps, whose guard admits the 1
+request/s the build was told the pipeline serves.
 """
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -15,13 +18,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from builders import dali
+from builders import dali, ensemble_dali_inception
 from builders.__main__ import main as build_main
 from builders.config import model_config, parse, render
-from builders.declaration import BuildOptions
+from builders.declaration import BuildOptions, EnsembleStep, ModelDeclaration, Serving
 from builders.load_shedding import (
     DEFAULT_CAPACITY_RPS,
     DEFAULT_LATENCY_BUDGET_S,
+    admission_rate,
     queue_policy,
 )
 from builders.repository import build_repository, declarations
@@ -44,25 +48,46 @@ SHORT_WAIT = "dali_short_wait"  # a copy of dali whose queue is long but whose w
 BURST = 12
 IMAGES_PER_REQUEST = 16  # a request DALI needs a few hundred ms for on this machine
 REFUSED_WITHIN_S = 1.0  # a refusal is the scheduler's, not an execution: generous on a loaded 2-core machine
+GUARD = ensemble_dali_inception.GUARD
+GATED = "gated_dali"  # dali_guard -> ROOMY
+ROOMY = "dali_roomy"  # a copy of dali with the default budget's queue (31 requests, 1.67 s)
 
 
 def dali_request(photo: bytes) -> dict:
     return {dali.INPUT.name: encoded_batch([photo] * IMAGES_PER_REQUEST)}
 
 
-def add_short_wait_copy(repository: Path) -> None:
-    """``dali`` again under another name, its queue policy from a 0.3 s budget at 100 requests/s."""
-    shutil.copytree(repository / dali.NAME, repository / SHORT_WAIT)
+def add_dali_copy(repository: Path, name: str, policy) -> None:
+    """``dali`` again under another name, with another queue policy."""
+    shutil.copytree(repository / dali.NAME, repository / name)
     model = dali.declare(BuildOptions(target="cpu"))
-    model.name, model.queue_policy = SHORT_WAIT, queue_policy(0.3, 100.0, depth=3)
-    (repository / SHORT_WAIT / "config.pbtxt").write_text(render(model_config(model, "cpu")))
+    model.name, model.queue_policy = name, policy
+    (repository / name / "config.pbtxt").write_text(render(model_config(model, "cpu")))
+
+
+def add_gated_pipeline(repository: Path) -> None:
+    """The classification pipeline up to Inception: the guard, gated at 1 request/s, then DALI, both
+    queueing what the default capacity serves, so that without the gate DALI would decode the whole burst."""
+    roomy = queue_policy(DEFAULT_LATENCY_BUDGET_S, DEFAULT_CAPACITY_RPS, depth=3)
+    add_dali_copy(repository, ROOMY, roomy)
+    guard = GUARD.declare(BuildOptions(target="cpu", capacity_rps=1.0))
+    guard.queue_policy = roomy
+    (repository / GUARD.name / "config.pbtxt").write_text(render(model_config(guard, "cpu")))
+    checked = GUARD.checked(ensemble_dali_inception.INPUT)
+    model = ModelDeclaration(name=GATED, inputs=[ensemble_dali_inception.INPUT], outputs=[dali.OUTPUT],
+                             max_batch_size=GUARD.max_batch_size, serving={"cpu": Serving(platform="ensemble")},
+                             steps=[GUARD.step(), EnsembleStep(ROOMY, {dali.INPUT.name: checked},
+                                                               {dali.OUTPUT.name: dali.OUTPUT.name})])
+    (repository / GATED / "1").mkdir(parents=True)
+    (repository / GATED / "config.pbtxt").write_text(render(model_config(model, "cpu")))
 
 
 @pytest.fixture(scope="module")
 def shedding_server(tmp_path_factory):
     repository = tmp_path_factory.mktemp("shedding") / "cpu"
-    build_repository(repository, BuildOptions(target="cpu", models=(dali.NAME,), **TIGHT))
-    add_short_wait_copy(repository)
+    build_repository(repository, BuildOptions(target="cpu", models=(dali.NAME, GUARD.name), **TIGHT))
+    add_dali_copy(repository, SHORT_WAIT, queue_policy(0.3, 100.0, depth=3))  # a long queue, a 50 ms wait
+    add_gated_pipeline(repository)
     with TritonServer(repository, sagemaker_default_model=dali.NAME,
                       log_path=repository.parent / "tritonserver.log") as server:
         yield server
@@ -103,6 +128,41 @@ def test_past_the_queue_limit_requests_are_refused_at_once_and_good_ones_are_ser
     assert full and max(full) < REFUSED_WITHIN_S, outcomes
     assert infer(route, dali.NAME, inputs, [dali.OUTPUT.name])[dali.OUTPUT.name].shape[0] == IMAGES_PER_REQUEST
     assert shedding_server.is_running()
+
+
+def inferences(server: TritonServer, model: str, at_least: int = 0) -> int:
+    """The model's inference count, once it reaches ``at_least`` or after 5 s: Triton may send a
+    response a moment before it counts the inference."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        answer = requests.get(f"http://{server.http_url}/v2/models/{model}/stats", timeout=30)
+        answer.raise_for_status()
+        count = answer.json()["model_stats"][0]["inference_count"]
+        if count >= at_least or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
+
+
+def test_the_guard_refuses_past_the_pipelines_capacity_before_any_later_step_runs(shedding_server, photos):
+    route = Route("http-binary", shedding_server.http_url)
+    inputs = {ensemble_dali_inception.INPUT.name: encoded_batch([photos["astronaut"]])}
+    decoded = inferences(shedding_server, ROOMY)
+    outcomes = burst(lambda: infer(route, GATED, inputs, [dali.OUTPUT.name]))
+    answered = sum(error is None for error, _ in outcomes)
+    # 1 request/s with a burst of one: one or two get in, DALI decodes no more, the rest are refused at once
+    assert 1 <= answered <= 2 and inferences(shedding_server, ROOMY, decoded + answered) - decoded == answered, \
+        outcomes
+    assert all(isinstance(error, ServerOverloaded) and "Exceeds maximum queue size" in str(error)
+               and seconds < REFUSED_WITHIN_S for error, seconds in outcomes if error is not None), outcomes
+    # Triton's HTTP answer, as for a full queue: 503 and the guard's message (a token left over
+    # from the burst lets at most one in, which fails as no image)
+    body = {"inputs": [{"name": "INPUT", "datatype": "UINT8", "shape": [1, 3], "data": [[1, 2, 3]]}]}
+    answers = [requests.post(f"http://{shedding_server.http_url}/v2/models/{GATED}/infer", json=body, timeout=30)
+               for _ in range(3)]
+    shed = [answer.json()["error"] for answer in answers if answer.status_code == 503]
+    assert len(shed) >= 2 and set(shed) == {f"in ensemble '{GATED}', Exceeds maximum queue size of the pipeline: "
+                                            "dali_guard admits 1 requests/s, what the pipeline serves "
+                                            "(parameter admission_rps)"}, shed
 
 
 def test_a_request_that_waits_past_its_share_of_the_budget_is_refused_as_overload(shedding_server, photos):
@@ -166,9 +226,11 @@ def test_every_queued_model_carries_the_policy_derived_from_the_budget(board):
     classification = configs[dali.NAME].dynamic_batching.default_queue_policy
     assert (classification.max_queue_size, classification.default_timeout_microseconds) == (15, 1_000_000)
     assert classification.timeout_action == classification.REJECT and not classification.allow_timeout_override
-    # the board's pipeline: guard, DALI, router and the parent and child the router calls: 5 queues
-    board_queue = configs["pcb_child"].dynamic_batching.default_queue_policy
-    assert (board_queue.max_queue_size, board_queue.default_timeout_microseconds) == (9, 600_000)
+    # the board's pipeline: guard, DALI, then parent, child and segmenter side by side, then the router: a
+    # request waits at 4 queues (of 6), each may take 6 / 2 / 4 = 0.75 s and queues what 30 req/s serve in half
+    for model in ("pcb_guard", "pcb_child", "pcb_segmenter", "pcb_router"):
+        board_queue = configs[model].dynamic_batching.default_queue_policy
+        assert (board_queue.max_queue_size, board_queue.default_timeout_microseconds) == (12, 750_000), model
     for config in configs.values():
         queued = config.WhichOneof("scheduling_choice") == "dynamic_batching"
         assert queued != (config.platform == "ensemble"), config.name
@@ -203,6 +265,58 @@ def test_ensembles_get_backpressure_only_where_the_images_triton_has_it():
         assert all(config.ensemble_scheduling.max_inflight_requests == 0 for config in policies(older).values())
 
 
+def guard_admission(options: BuildOptions) -> dict[str, str]:
+    guards = (GUARD.name, "lama_guard")
+    return {name: config.parameters["admission_rps"].string_value
+            for name, config in policies(options).items() if name in guards}
+
+
+def test_the_gate_follows_the_capacity_on_cpu_and_stays_off_on_gpu_unless_a_capacity_is_given():
+    assert guard_admission(BuildOptions(target="cpu")) == {GUARD.name: "37", "lama_guard": "37"}
+    assert guard_admission(BuildOptions(target="cpu", capacity_rps=13.9)) == {GUARD.name: "13.9", "lama_guard": "13.9"}
+    assert guard_admission(BuildOptions(target="gpu")) == {GUARD.name: "0", "lama_guard": "0"}
+    assert guard_admission(BuildOptions(target="gpu", capacity_rps=400.0)) == {GUARD.name: "400", "lama_guard": "400"}
+    committed = parse((ROOT / "model_repository" / GUARD.name / "config.pbtxt").read_text())
+    assert committed.parameters["admission_rps"].string_value == "0"
+    assert admission_rate("gpu", DEFAULT_CAPACITY_RPS) == 0.0
+
+
+def test_every_instance_of_a_guard_admits_from_one_bucket(tmp_path):
+    from builders.runners.admission import TokenBucket
+
+    path = str(tmp_path / "bucket")
+    first, second = TokenBucket(2.0, path), TokenBucket(2.0, path)  # 2 req/s: a burst of one
+    assert (first.admit(3), second.admit(3)) == (1, 0)
+    time.sleep(0.6)
+    assert second.admit(3) == 1
+    first.close()
+    second.close()
+
+
+def test_a_guard_removes_the_buckets_left_by_servers_that_are_gone(tmp_path, monkeypatch):
+    import subprocess
+    import tempfile
+
+    from builders.runners.admission import PREFIX, remove_stale
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its process id names no process
+    for server in (gone.pid, os.getpid()):
+        (tmp_path / f"{PREFIX}{server}-{GUARD.name}").write_bytes(bytes(16))
+    remove_stale(GUARD.name)
+    assert [path.name for path in tmp_path.iterdir()] == [f"{PREFIX}{os.getpid()}-{GUARD.name}"]
+
+
+@pytest.mark.parametrize("text", ["fast", "-1", "nan", "inf"])
+def test_a_bad_admission_rate_in_a_guards_config_is_refused_with_its_name(text):
+    from builders.runners.admission import parse_rate
+
+    with pytest.raises(ValueError, match=rf"parameter admission_rps of dali_guard is '{text}': write the "
+                                         "requests/s the pipeline serves, or 0 for no admission gate"):
+        parse_rate(text, owner=GUARD.name)
+
+
 def test_instances_option_sets_each_models_instance_count(tmp_path):
     assert build_main(["--target", "cpu", "--configs-only", "--out", str(tmp_path), "--models", dali.NAME,
                        "inception_onnx", "--instances", f"{dali.NAME}=3", "inception_onnx=2"]) == 0
@@ -219,6 +333,7 @@ def test_instances_option_sets_each_models_instance_count(tmp_path):
     (["--latency-budget-s", "60"], "--latency-budget-s 60: choose more than 0 and less than SageMaker's 60 s"),
     (["--latency-budget-s", "0"], "--latency-budget-s 0: choose more than 0"),
     (["--capacity-rps", "-1"], "--capacity-rps -1: choose a number of requests per second above 0"),
+    (["--capacity-rps", "inf"], "--capacity-rps inf: choose a number of requests per second above 0 (and finite"),
     (["--triton-image", "26.05"], "--triton-image 26.05 needs --target gpu"),
 ])
 def test_a_bad_serving_option_is_refused_in_one_line_before_anything_is_built(tmp_path, caplog, arguments,

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from benchmarks.products import lama_and_datasets
+from builders import defect_inspection
 from builders.__main__ import main as build_main
+from builders.config import parse
 from clients import inspect as inspect_client
 from clients.protocols import RequestError, Route
 from defect_classifier.__main__ import main as classifier_main
@@ -54,11 +56,11 @@ def factory(tmp_path_factory):
     lookout_dataset(plain, with_masks=False, split=True, normals=12, anomalies=12, seed=3)
     define_product(store, "bricks", "--lookout", str(bricks))
     define_product(store, "plain", "--lookout", str(plain))
-    products = [arg for name in ("coins", "panel", "bricks", "plain") for arg in ("--product", name)]
+    names = ("coins", "panel", "bricks", "plain")
+    products = [arg for name in names for arg in ("--product", name)]
+    pipelines = [model for name in names for model in defect_inspection.models(find(name, store))]
     assert build_main(["--target", "cpu", "--out", str(repository), "--products-store", str(store), *products,
-                       "--models", *[f"{p}_{role}" for p in ("coins", "panel", "bricks", "plain") for role in
-                                     ("guard", "dali", "parent", "child", "router", "inspection")
-                                     if not (p == "plain" and role == "child")]]) == 0
+                       "--models", *pipelines]) == 0
     datasets = {name: labelled_product_dataset(store, name, root) for name in ("coins", "panel")}
     for name, (train, test) in datasets.items():
         assert classifier_main(["train", "--product", name, "--dataset", str(train), "--test-dataset", str(test),
@@ -215,3 +217,28 @@ def test_other_products_keep_serving_after_a_bad_request_to_one(factory, factory
     assert inspect_client.inspect(route, "panel", normal.read_bytes()).label in ("normal", "anomaly")
     assert np.isfinite(inspect_client.inspect(route, "coins", sorted(
         (factory["datasets"]["coins"][1] / "test" / "normal").glob("*.jpg"))[0].read_bytes()).anomaly_score)
+
+
+def test_lookout_rules_set_on_a_product_reach_its_router_and_survive_a_rebuild(tmp_path):
+    store, repository = tmp_path / "store", tmp_path / "repository"
+    define_product(store, "coins", "--labels", str(coins_labels(tmp_path / "coins-labels")))
+    first_class = find("coins", store).class_names[0]
+    assert products_main(["--store", str(store), "rules", "coins", "--min-confidence", "0.8",
+                          "--min-area", f"{first_class}=0.002"]) == 0
+    models = ["--models", "coins_router", "coins_inspection"]
+    assert build_main(["--target", "cpu", "--configs-only", "--out", str(repository), "--products-store", str(store),
+                       "--product", "coins", *models]) == 0
+    assert build_main(["--target", "cpu", "--configs-only", "--out", str(repository), *models]) == 0  # a rebuild
+    parameters = parse((repository / "coins_router" / "config.pbtxt").read_text()).parameters
+    assert float(parameters["min_confidence"].string_value) == 0.8
+    assert json.loads(parameters["min_area"].string_value) == {first_class: 0.002}
+
+
+@pytest.mark.parametrize("rule, named", [(["--min-confidence", "1.5"], "min_confidence 1.5"),
+                                         (["--min-area", "crack=0.1"], "'crack'"),
+                                         (["--min-area", "IC"], "CLASS=SHARE")])
+def test_a_rule_outside_the_product_is_refused_naming_it(tmp_path, capsys, rule, named):
+    store = tmp_path / "store"
+    define_product(store, "coins", "--labels", str(coins_labels(tmp_path / "coins-labels")))
+    assert products_main(["--store", str(store), "rules", "coins", *rule]) == 2
+    assert named in capsys.readouterr().err
