@@ -363,7 +363,7 @@ def overload_and_soak(server: TritonServer, image: bytes, capacity: float, budge
 def measure_gate(repository: Path, image: bytes, gate: str, capacity: float, budget_s: float, run: dict,
                  logs: Path) -> dict:
     """Overload and soak on a fresh server, the guard's gate off, or on at the capacity."""
-    set_gate(repository, admission_rate("cpu", capacity) if gate == "on" else 0.0)
+    set_gate(repository, admission_rate(gate == "on", capacity))
     with served(repository, logs / f"tritonserver-gate-{gate}.log", run["client_cpus"]) as server:
         return {"admission_rps": gate_rate(repository), **overload_and_soak(server, image, capacity, budget_s, run)}
 

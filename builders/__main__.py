@@ -43,10 +43,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--capacity-rps", type=float, default=DEFAULT_CAPACITY_RPS,
                         help="requests/s the deployment serves (python -m benchmarks.overload measures it); "
                              f"queues hold what it serves within the budget (default {DEFAULT_CAPACITY_RPS:g}, "
-                             "measured on the 2-core development machine), and the guard opening each pipeline "
-                             "admits no more than it, refusing the rest before any decoding (its config parameter "
-                             "admission_rps; 0 turns the gate off). cpu: always gated; gpu: gated only for a "
-                             f"capacity other than the cpu default {DEFAULT_CAPACITY_RPS:g}")
+                             "measured on the 2-core development machine)")
+    parser.add_argument("--admission-gate", action="store_true",
+                        help="the guard opening each pipeline admits no more than --capacity-rps requests/s and "
+                             "refuses the rest before any decoding (config parameter admission_rps); give the "
+                             "capacity measured for the deployment")
     parser.add_argument("--instances", nargs="+", default=[], metavar="MODEL=N",
                         help="instance_group count per model (default 1 each)")
     parser.add_argument("--triton-image", default="",
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                            lama_weights=args.lama_weights, seed=args.seed,
                            configs_only=args.configs_only, models=tuple(args.models),
                            products=products, latency_budget_s=args.latency_budget_s,
-                           capacity_rps=args.capacity_rps, instances=instances, triton_image=args.triton_image)
+                           capacity_rps=args.capacity_rps, admission_gate=args.admission_gate,
+                           instances=instances, triton_image=args.triton_image)
     try:
         built = build_repository(args.out, options)
     except ValueError as error:  # WeightsError, ProductError, ServingOptionError, unknown models: it says which

@@ -98,6 +98,7 @@ class BuildOptions:
     # Load shedding (builders/load_shedding.py): every queue sized from this budget and capacity.
     latency_budget_s: float = DEFAULT_LATENCY_BUDGET_S
     capacity_rps: float = DEFAULT_CAPACITY_RPS
+    admission_gate: bool = False  # the guards admit at most capacity_rps (runners/admission.py)
     instances: dict[str, int] = field(default_factory=dict)  # model -> instance_group count
     # gpu: the SageMaker Triton image the repository is for (its Triton decides ensemble
     # backpressure); empty: the deploy default. The cpu target runs the local tritonserver.

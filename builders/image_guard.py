@@ -11,7 +11,7 @@ The limits are config parameters of the guard (``max_pixels``, and ``max_side`` 
 model has one), so a deployment can lower them without a rebuild.
 
 The guard is also the pipeline's admission gate (``runners/admission.py``): parameter
-``admission_rps``, derived from the capacity (``load_shedding.admission_rate``; 0: no gate),
+``admission_rps``, the capacity when built with ``--admission-gate`` (``load_shedding.admission_rate``; 0: no gate),
 is the most requests/s it lets into the pipeline; it refuses the rest at once, before reading
 them, as a full queue would (HTTP 503 "Exceeds maximum queue size").
 """
@@ -54,7 +54,7 @@ class ImageGuard:
         # already waiting, and none waits for company (a header takes microseconds to read).
         step = Serving(backend="python", instance_kind="KIND_CPU", runner=RUNNER,
                        helpers=("batching", "image_headers", "admission"))
-        admission = admission_rate(options.target, options.capacity_rps)
+        admission = admission_rate(options.admission_gate, options.capacity_rps)
         return ModelDeclaration(
             name=self.name, inputs=[replace(t, allow_ragged_batch=True) for t in self.inputs],
             outputs=[Tensor(self.checked(t), t.data_type, t.dims) for t in self.inputs],

@@ -24,8 +24,8 @@ How a policy is derived, for a model that is a step of pipelines at most ``depth
 
 Admission at the entrance (``admission_rate``): a queue refuses only its own excess, and on a
 Triton without ensemble backpressure (before 2.63) a request refused at the slowest step has
-already been decoded by the steps before it. So the guard that opens every pipeline admits
-at most the capacity, in requests/s (a token bucket, ``runners/admission.py``), and refuses
+already been decoded by the steps before it. So, with ``--admission-gate``, the guard that opens every pipeline
+admits at most the capacity, in requests/s (a token bucket, ``runners/admission.py``), and refuses
 the rest before any later step runs, with the full queue's answer.
 """
 from __future__ import annotations
@@ -68,11 +68,11 @@ def queue_policy(budget_s: float, capacity_rps: float, depth: int) -> QueuePolic
                        timeout_us=round(step_s * 1e6))
 
 
-def admission_rate(target: str, capacity_rps: float) -> float:
-    """Requests/s the guard at each pipeline's entrance admits; 0: no gate. The default capacity
-    is a 2-core CPU figure, so on the gpu target (which serves far more) the gate is built only
-    for a capacity given for it; the cpu target always gets it."""
-    return capacity_rps if target == "cpu" or capacity_rps != DEFAULT_CAPACITY_RPS else 0.0
+def admission_rate(gated: bool, capacity_rps: float) -> float:
+    """Requests/s the guard at each pipeline's entrance admits; 0: no gate. Opt-in (``--admission-gate``):
+    a rate cap is only as right as the capacity measured for the deployment, and the default is one
+    pipeline's figure on a 2-core CPU (a GPU serves far more, LaMa far less)."""
+    return capacity_rps if gated else 0.0
 
 
 def check_budget(budget_s: float, capacity_rps: float) -> None:

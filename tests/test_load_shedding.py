@@ -70,7 +70,7 @@ def add_gated_pipeline(repository: Path) -> None:
     queueing what the default capacity serves, so that without the gate DALI would decode the whole burst."""
     roomy = queue_policy(DEFAULT_LATENCY_BUDGET_S, DEFAULT_CAPACITY_RPS, depth=3)
     add_dali_copy(repository, ROOMY, roomy)
-    guard = GUARD.declare(BuildOptions(target="cpu", capacity_rps=1.0))
+    guard = GUARD.declare(BuildOptions(target="cpu", capacity_rps=1.0, admission_gate=True))
     guard.queue_policy = roomy
     (repository / GUARD.name / "config.pbtxt").write_text(render(model_config(guard, "cpu")))
     checked = GUARD.checked(ensemble_dali_inception.INPUT)
@@ -271,14 +271,14 @@ def guard_admission(options: BuildOptions) -> dict[str, str]:
             for name, config in policies(options).items() if name in guards}
 
 
-def test_the_gate_follows_the_capacity_on_cpu_and_stays_off_on_gpu_unless_a_capacity_is_given():
-    assert guard_admission(BuildOptions(target="cpu")) == {GUARD.name: "37", "lama_guard": "37"}
-    assert guard_admission(BuildOptions(target="cpu", capacity_rps=13.9)) == {GUARD.name: "13.9", "lama_guard": "13.9"}
-    assert guard_admission(BuildOptions(target="gpu")) == {GUARD.name: "0", "lama_guard": "0"}
-    assert guard_admission(BuildOptions(target="gpu", capacity_rps=400.0)) == {GUARD.name: "400", "lama_guard": "400"}
+def test_the_gate_is_off_unless_asked_for_and_then_admits_the_capacity_on_both_targets():
+    for target in ("cpu", "gpu"):
+        assert guard_admission(BuildOptions(target=target)) == {GUARD.name: "0", "lama_guard": "0"}
+        assert guard_admission(BuildOptions(target=target, capacity_rps=13.9, admission_gate=True)) == \
+            {GUARD.name: "13.9", "lama_guard": "13.9"}
     committed = parse((ROOT / "model_repository" / GUARD.name / "config.pbtxt").read_text())
     assert committed.parameters["admission_rps"].string_value == "0"
-    assert admission_rate("gpu", DEFAULT_CAPACITY_RPS) == 0.0
+    assert admission_rate(False, DEFAULT_CAPACITY_RPS) == 0.0
 
 
 def test_every_instance_of_a_guard_admits_from_one_bucket(tmp_path):
