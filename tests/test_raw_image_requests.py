@@ -92,7 +92,8 @@ def bad_requests(images) -> dict[str, tuple[str, bytes, int, str, str]]:
     }
 
 
-def check_refused(client, endpoint: str, case: tuple[str, bytes, int, str, str]) -> None:
+def check_refused(client, endpoint: str, case: tuple[str, bytes, int, str, str]) -> str:
+    """Checks the refusal SageMaker would give; returns its original message."""
     content_type, body, status, container, reason = case
     with pytest.raises(client.exceptions.ModelError) as raised:
         client.invoke_endpoint(EndpointName=endpoint, ContentType=content_type, Body=body)
@@ -101,6 +102,7 @@ def check_refused(client, endpoint: str, case: tuple[str, bytes, int, str, str])
     kind = "client" if status < 500 else "server"
     assert error["Error"]["Message"].startswith(f"Received {kind} error ({status}) from {container} with message")
     assert reason in error["OriginalMessage"].splitlines()[0]
+    return error["OriginalMessage"]
 
 
 # -- the emulated SageMaker serial pipeline ----------------------------------------------
@@ -150,7 +152,8 @@ def test_raw_images_through_boto3_answer_the_triton_routes_lookout_output(endpoi
                                   "Triton payload as an image", "image as a Triton binary payload",
                                   "image as Triton JSON"])
 def test_bad_input_gets_the_status_sagemaker_gives_with_a_one_line_reason(endpoint, local_sagemaker, images, case):
-    check_refused(runtime(local_sagemaker.route.url), ENDPOINT, bad_requests(images)[case])
+    message = check_refused(runtime(local_sagemaker.route.url), ENDPOINT, bad_requests(images)[case])
+    assert message.strip() and "Traceback" not in message
 
 
 def test_refused_combinations_say_why_in_one_line_before_any_aws_call(endpoint, cpu_repository, capsys):
