@@ -185,7 +185,7 @@ def bad_archives(archives, cpu_repository):
     archive_of(archives, "top_level_config.tar.gz",
                {"config.pbtxt": (cpu_repository / "dali" / "config.pbtxt").read_bytes()})
     rewritten(archives, CLASSIFY, "missing_step.tar.gz", dropping("dali"))
-    rewritten(archives, DEFECT, "missing_step.tar.gz", dropping(CHILD))
+    rewritten(archives, DEFECT, "missing_child.tar.gz", dropping(CHILD))
     rewritten(archives, CLASSIFY, "other_dali.tar.gz",  # the same model name, defined differently
               lambda path, content: content + b"\n# another dali\n" if path == "dali/config.pbtxt" else content)
     rewritten(archives, LAMA, "broken_lama.tar.gz",  # passes the checks, fails in Triton once its steps loaded
@@ -200,7 +200,7 @@ BAD_TARGETS = [
     ("corrupt.tar.gz", r"corrupt.tar.gz is not a readable .tar.gz archive"),
     ("top_level_config.tar.gz", r"top_level_config.tar.gz: the archive has a config.pbtxt at its top level"),
     ("missing_step.tar.gz", r"missing_step.tar.gz: .*'dali' is needed but"),
-    ("missing_step.tar.gz", rf"missing_step.tar.gz: .*'{CHILD}' is needed but"),
+    ("missing_child.tar.gz", rf"missing_child.tar.gz: .*'{CHILD}' is needed but"),
 ]
 
 
