@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install system-deps demo test configs bench clean compat gpu-smoke mutation
+.PHONY: install system-deps demo test test-quick configs bench clean compat gpu-smoke mutation
 
 install: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install system-deps
-	$(PY) -m clients.demo
+	$(PY) -m demo
 
 # perf_analyzer (the benchmarks' cross-check) needs libb64 from Debian; local_server compiles
 # a one-function bind() shim (SageMaker routes on loopback) with the system C compiler.
@@ -27,6 +27,10 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest
+
+# The inner-loop tier: tests marked quick (docs/contributing.md), under 5 minutes on 2 cores.
+test-quick: install system-deps
+	$(PY) -m pytest -m quick
 
 # Regenerate the committed gpu configs after changing a builder.
 configs: install

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_PACKAGES = ("builders", "clients", "defect_classifier", "defect_data", "local_server", "products",
-                    "sagemaker_deploy", "tests")
+PROJECT_PACKAGES = ("builders", "clients", "defect_classifier", "defect_data", "local_server", "model_versions",
+                    "products", "sagemaker_deploy", "tests")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ TARGETS = {
         "tests/test_fuzz.py::test_request_guard_refuses_any_body_clearly",
         "tests/test_fuzz.py::test_request_guard_passes_every_well_formed_request",
         "tests/test_request_guard.py", "-k", "not route")),  # the route tests start a server
-    "registry": Target("defect_classifier.registry", ("approve", "validation_f1"), (
+    "registry": Target("model_versions.local", ("approve", "validation_f1"), (
         "tests/test_mutants.py::test_approve_refuses_a_candidate_that_only_ties_the_served_validation_f1",)),
     "teardown": Target("sagemaker_deploy.deploy", ("owned", "teardown", "delete_objects", "remove_alarms"), (
         "tests/test_teardown_mutants.py",)),

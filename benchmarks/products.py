@@ -24,10 +24,10 @@ from PIL import Image
 from benchmarks.timing import ROOT, machine_facts
 from builders import defect_inspection
 from builders.__main__ import main as build_main
-from builders.repository import version_numbers
 from defect_classifier.__main__ import main as classifier_main
 from defect_data.pipeline import main as dataset_main
 from defect_data.train_lama import main as train_lama_main
+from model_versions.repository import version_numbers
 from products import find
 from products.__main__ import main as products_main
 

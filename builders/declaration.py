@@ -121,7 +121,7 @@ class ModelDeclaration:
     steps: list[EnsembleStep] = field(default_factory=list)
     parameters: dict[str, str] = field(default_factory=dict)
     # Models trained here serve one version by ``version_policy``; training runs add more
-    # version folders, which a rebuild keeps (see ``defect_classifier.registry``).
+    # version folders, which a rebuild keeps (see ``model_versions.local``).
     served_version: int | None = None
     # Writes the artifact into a version folder; returns extra files for the model folder.
     export: Callable[[Path, BuildOptions], dict[str, bytes]] | None = None

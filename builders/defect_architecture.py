@@ -239,7 +239,7 @@ def declare_classifier(name: str, image: Tensor, outputs: list[Tensor], export, 
     """A defect classifier: ONNX on onnxruntime (gpu) or in the python-backend ONNX runner (cpu).
 
     Serving follows ``version_policy`` (version 1 until a trained version is approved);
-    training runs add numbered versions beside it (see ``defect_classifier.registry``).
+    training runs add numbered versions beside it (see ``model_versions.local``).
     """
     return ModelDeclaration(
         name=name, inputs=[image], outputs=outputs, max_batch_size=MAX_BATCH_SIZE,

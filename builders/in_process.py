@@ -14,8 +14,8 @@ from builders import (dali, defect_architecture, defect_dali, defect_inspection,
 from products import Product
 from builders.config import parse
 from builders.declaration import BuildOptions
-from builders.repository import served_version
 from builders.runners import defect_routing, lama_processing
+from model_versions.repository import served_version
 
 
 class DaliPreprocessor:

@@ -11,10 +11,11 @@ from rich.progress import Progress
 from builders import (dali, defect_child, defect_dali, defect_inspection, defect_parent, defect_router,
                       defect_segmenter,
                       ensemble_dali_inception, ensemble_lama, inception, lama, lama_decode, lama_finish, lama_prepare)
-from builders.config import parse, render, write_config
+from builders.config import write_config
 from builders.declaration import TARGETS, BuildOptions, ModelDeclaration
 from builders.load_shedding import (LOCAL_TRITON, ServingOptionError, check_budget, check_instances,
                                     has_ensemble_backpressure, pipeline_depths, queue_policy)
+from model_versions.repository import BUILT_VERSION, keep_registered_versions
 from products import Product, ProductError, in_repository
 
 LOG = logging.getLogger(__name__)
@@ -22,7 +23,6 @@ LOG = logging.getLogger(__name__)
 MODEL_MODULES = (ensemble_dali_inception.GUARD, dali, inception, ensemble_dali_inception,
                  ensemble_lama.GUARD, lama_decode, lama_prepare, lama, lama_finish, ensemble_lama)
 RUNNERS_DIR = Path(__file__).resolve().parent / "runners"
-VERSION = "1"
 
 
 def product_declarations(options: BuildOptions, product: Product) -> list[ModelDeclaration]:
@@ -102,7 +102,7 @@ def _build_model(model: ModelDeclaration, options: BuildOptions, model_dir: Path
         (model_dir / relative).write_bytes(content)
     if options.configs_only:
         return
-    version_dir = model_dir / VERSION
+    version_dir = model_dir / str(BUILT_VERSION)
     version_dir.mkdir(parents=True, exist_ok=True)
     if model.export is not None:
         model.export(version_dir, options)
@@ -116,40 +116,6 @@ def copy_runner(model: ModelDeclaration, target: str, version_dir: Path) -> None
         shutil.copy2(RUNNERS_DIR / f"{serving.runner}.py", version_dir / "model.py")
         for helper in serving.helpers:
             shutil.copy2(RUNNERS_DIR / f"{helper}.py", version_dir / f"{helper}.py")
-
-
-def version_numbers(model_dir: Path) -> list[int]:
-    """The numbered version folders of a model, ascending."""
-    return sorted(int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def served_version(model_dir: Path) -> int | None:
-    """The version ``version_policy`` serves (None when the config serves by another policy)."""
-    versions = list(parse((Path(model_dir) / "config.pbtxt").read_text()).version_policy.specific.versions)
-    return versions[0] if len(versions) == 1 else None
-
-
-def set_served_version(model_dir: Path, version: int) -> None:
-    """Point ``version_policy`` at one version; the config is replaced whole (rename)."""
-    path = Path(model_dir) / "config.pbtxt"
-    config = parse(path.read_text())
-    del config.version_policy.specific.versions[:]
-    config.version_policy.specific.versions.append(version)
-    partial = path.with_name("config.pbtxt.partial")
-    partial.write_text(render(config))
-    partial.replace(path)
-
-
-def _keep_registered_versions(model: ModelDeclaration, old_dir: Path, new_dir: Path) -> None:
-    """A rebuild replaces version 1 and the config, never the versions training runs registered."""
-    if model.served_version is None or not (old_dir / "config.pbtxt").is_file():
-        return
-    for number in version_numbers(old_dir):
-        if str(number) != VERSION:
-            (old_dir / str(number)).rename(new_dir / str(number))
-    served = served_version(old_dir)
-    if served is not None and (new_dir / str(served)).is_dir():
-        set_served_version(new_dir, served)
 
 
 def build_repository(out_dir: Path, options: BuildOptions) -> list[Path]:
@@ -167,8 +133,8 @@ def build_repository(out_dir: Path, options: BuildOptions) -> list[Path]:
             progress.advance(task)
     out_dir.mkdir(parents=True, exist_ok=True)
     for model in models:
-        if not options.configs_only:
-            _keep_registered_versions(model, out_dir / model.name, staging / model.name)
+        if not options.configs_only and model.served_version is not None:  # training runs register its versions
+            keep_registered_versions(out_dir / model.name, staging / model.name)
         shutil.rmtree(out_dir / model.name, ignore_errors=True)
         (staging / model.name).rename(out_dir / model.name)
         built.append(out_dir / model.name)

@@ -26,11 +26,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from builders.repository import served_version
-from defect_classifier import data, registry, sagemaker_registry, tuning
+from defect_classifier import data, tuning
 from defect_classifier.evaluation import score_text
 from defect_classifier.training import TrainSettings
+from model_versions import local, model_packages, model_registry
+from model_versions.model_packages import APPROVED
+from model_versions.repository import served_version
 from products import DEFAULT_STORE, ProductError, find, in_repository
+from sagemaker_deploy.aws import Aws, AwsError
+from sagemaker_deploy.deploy import DEFAULT_INSTANCE, DEFAULT_TRITON_VERSION
+from sagemaker_deploy.package import PackageError
 
 
 def _product(args):
@@ -42,9 +47,9 @@ def _product(args):
         served = in_repository(repository) if repository else []
         if len(served) != 1:
             names = ", ".join(p.name for p in served) or "none"
-            raise registry.RegistryError(f"name the product with --product (products in {repository}: {names})")
+            raise local.RegistryError(f"name the product with --product (products in {repository}: {names})")
         return served[0]
-    return registry.product_of(repository, args.product) if repository else find(args.product, args.products_store)
+    return local.product_of(repository, args.product) if repository else find(args.product, args.products_store)
 
 
 def _train(args) -> int:
@@ -56,12 +61,12 @@ def _train(args) -> int:
     for name, record in result.reports.items():
         splits = record["splits"]
         print(f"{name}: validation F1 {splits['validation']['f1']:.4f}, test F1 {splits['test']['f1']:.4f}"
-              f"{registry.mean_iou_text(splits)}")
+              f"{local.mean_iou_text(splits)}")
         for label, entry in splits["test"]["per_label"].items():
             print(f"    test {label:11s} precision {entry['precision']:.3f} recall {entry['recall']:.3f} "
                   f"F1 {score_text(entry['f1'])} ({entry['support']})")
     for repository, version in result.versions.items():
-        print(f"registered version {version} of {', '.join(registry.models(args.product))} in {repository} "
+        print(f"registered version {version} of {', '.join(local.models(args.product))} in {repository} "
               f"(reports: {repository}/{{model}}/{version}/evaluation.md, confusion_matrix.png)")
         print(f"  serve it: python -m defect_classifier approve --product {args.product.name} "
               f"--repository {repository} --version {version}")
@@ -70,11 +75,11 @@ def _train(args) -> int:
 
 def _approve(args) -> int:
     refused, promoted = 0, []
-    for name in args.models or registry.models(args.product):
-        before = served_version(registry.model_dir_of(args.repository, args.product, name))
+    for name in args.models or local.models(args.product):
+        before = served_version(local.model_dir_of(args.repository, args.product, name))
         try:
-            print(registry.approve(args.repository, args.product, name, args.version))
-        except registry.PromotionRefused as error:
+            print(local.approve(args.repository, args.product, name, args.version))
+        except local.PromotionRefused as error:
             print(f"refused: {error}", file=sys.stderr)
             refused += 1
         if served_version(args.repository / name) != before:
@@ -104,6 +109,65 @@ def _tune(args) -> int:
     print(f"best validation F1 {result['validation_f1']:.4f} (trial {result['best_trial']}; "
           f"{states.count('complete')} complete, {states.count('pruned')} pruned) -> {args.out}")
     print(f"  train with it: python -m defect_classifier train --params {args.out} ...")
+    return 0
+
+
+def _add_registry_arguments(commands, approve, status) -> None:
+    """``register`` and ``reject``, and the registry flags of ``approve`` and ``status``."""
+    push = commands.add_parser("register", help="push a registered local version to the SageMaker Model Registry "
+                                                "(pending approval)")
+    push.add_argument("--repository", type=Path, required=True)
+    push.add_argument("--version", type=int, required=True)
+    push.add_argument("--bucket", required=True, help="S3 bucket for the archive and the evaluation report")
+    push.add_argument("--prefix", default="model-registry", help="S3 key prefix of the package's files")
+    push.add_argument("--triton-version", default=DEFAULT_TRITON_VERSION)
+    push.add_argument("--instance-type", default=DEFAULT_INSTANCE)
+    push.add_argument("--allow-cpu-target", action="store_true", help="a --target cpu build (the local emulator)")
+    push.add_argument("--workdir", type=Path, default=Path("build/registry"))
+    reject_parser = commands.add_parser("reject", help="reject a model package (a version not served locally)")
+    reject_parser.add_argument("--repository", type=Path, required=True)
+    for parser in (approve, reject_parser):
+        parser.add_argument("--package", required=parser is reject_parser, help="model package ARN (the registry)")
+        parser.add_argument("--description", default="", help="why: recorded with the approval status")
+    status.add_argument("--registry", action="store_true", help="the SageMaker Model Registry's packages")
+    for parser in (push, reject_parser, approve, status):
+        parser.add_argument("--region", help="AWS region (default: boto3's)")
+
+
+def _is_registry_command(args) -> bool:
+    """The command is one of the registry's (else the local folders')."""
+    return args.command in ("register", "reject") or bool(getattr(args, "package", None) or
+                                                          getattr(args, "registry", False))
+
+
+def _run_registry_command(args) -> int:
+    """0 done, 2 an error (one line), 3 the local F1 rule refused an approval (the package stays as it was)."""
+    aws = Aws(args.region or None, say=lambda line: None)
+    try:
+        if args.command == "register":
+            arn = model_registry.register(aws, args.repository, args.product, args.version, args.bucket,
+                                          args.prefix, args.triton_version, args.instance_type, args.workdir,
+                                          args.allow_cpu_target)
+            print(f"registered version {args.version} as {arn} ({model_packages.describe(aws, arn).status})")
+            print(f"  approve it: python -m defect_classifier approve --product {args.product.name} "
+                  f"--repository {args.repository} "
+                  f"--package {arn} --description WHY")
+        elif args.command == "approve":
+            lines = model_registry.approve(aws, args.repository, args.product, args.package, args.description)
+            print("\n".join(lines))
+            print(f"{args.package}: {APPROVED}")
+        elif args.command == "reject":
+            rejected = model_registry.reject(aws, args.repository, args.product, args.package, args.description)
+            print(f"{args.package}: {rejected.status}")
+        else:
+            print("\n".join(model_registry.status_lines(aws, model_registry.pipeline_of(args.product))))
+    except local.PromotionRefused as error:
+        print(f"refused: {error}; the package stays {model_packages.describe(aws, args.package).status}",
+              file=sys.stderr)
+        return 3
+    except (AwsError, model_packages.RegistryError, local.RegistryError, PackageError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -139,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "its model-repository key, if any, from $TRITON_MODEL_CONTROL_KEY")
     status = commands.add_parser("status", help="registered versions, their F1, and which is served")
     status.add_argument("--repository", type=Path, help="the local versions (or --registry)")
-    sagemaker_registry.add_arguments(commands, approve, status)
+    _add_registry_arguments(commands, approve, status)
     for command in commands.choices.values():
         command.add_argument("--product", help="the product (default: the one the repository serves)")
         command.add_argument("--products-store", type=Path, default=DEFAULT_STORE,
@@ -147,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.product = _product(args)
-    except (ProductError, registry.RegistryError) as error:
+    except (ProductError, local.RegistryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if sagemaker_registry.wanted(args):
-        return sagemaker_registry.run_command(args)
+    if _is_registry_command(args):
+        return _run_registry_command(args)
     if args.command in ("approve", "status") and None in (args.repository, getattr(args, "version", 0)):
         parser.error(f"{args.command} needs --repository{' and --version' if args.command == 'approve' else ''} "
                      "(the local folders), or the registry's flags")
@@ -162,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             return _approve(args)
         if args.command == "tune":
             return _tune(args)
-        print("\n".join(registry.status(args.repository, args.product)))
+        print("\n".join(local.status(args.repository, args.product)))
         return 0
-    except (data.DatasetError, registry.RegistryError, tuning.ParamsError, tuning.TuningError) as error:
+    except (data.DatasetError, local.RegistryError, tuning.ParamsError, tuning.TuningError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -24,8 +24,9 @@ from rich.progress import Progress
 from builders import defect_architecture as arch
 from builders import defect_child, defect_dali, defect_parent, defect_segmenter
 from builders.in_process import DaliPreprocessor
-from defect_classifier import data, evaluation, registry, segmentation, training
+from defect_classifier import data, evaluation, segmentation, training
 from defect_data import lookout
+from model_versions import local
 from products import Product
 
 TEST_FRACTION = 0.3  # of a dataset without a test split and without a separate test dataset
@@ -139,7 +140,7 @@ def _train_and_export(product: Product, parts, images, masks, settings: training
     segment_rows = masks["train"][1] if product.classes else np.zeros(len(parts["train"]), bool)
     per_epoch = sum(training.steps_per_epoch(count, settings)
                     for count in (len(images["train"]), int(child_rows.sum()), int(segment_rows.sum())))
-    task = progress.add_task(f"training {', '.join(registry.models(product))}", total=settings.epochs * per_epoch)
+    task = progress.add_task(f"training {', '.join(local.models(product))}", total=settings.epochs * per_epoch)
 
     def step():
         progress.advance(task)
@@ -199,7 +200,7 @@ def run(product: Product, dataset: Path, test_dataset: Path | None, repositories
         reader: lookout.Reader | None = None) -> RunResult:
     reader = reader or lookout.Reader()
     for repository in repositories:  # fail before the work, not after it
-        registry.check_repository(repository, product)
+        local.check_repository(repository, product)
     parts, rejected = prepare(product, dataset, test_dataset, validation_fraction, settings.seed, reader)
     for entry in rejected:
         say(f"  dropped {entry.source}: {entry.reason}")
@@ -219,7 +220,7 @@ def run(product: Product, dataset: Path, test_dataset: Path | None, repositories
         reports = _evaluate(product, paths, parts, images, masks, anomaly, details, staging)
         for name in paths:
             (staging / name / "dataset.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        versions = {str(repository): registry.register(repository, product, {name: staging / name for name in paths})
+        versions = {str(repository): local.register(repository, product, {name: staging / name for name in paths})
                     for repository in repositories}
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -33,7 +33,7 @@ import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from local_server.multi_model import TARGET_HEADER, InvocationError
+from local_server.invocation import TARGET_HEADER, InvocationError
 from local_server.request_guard import InvalidInferenceRequest, check_inference_request
 from local_server.serial_pipeline import ContainerFailed, SerialPipeline
 from local_server.server import free_port

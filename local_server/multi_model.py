@@ -33,31 +33,18 @@ from typing import Callable
 
 import requests
 
+from local_server.endpoint_route import EndpointRoute
+from local_server.invocation import TARGET_HEADER, Answer, InvocationError
+from local_server.server import TritonServer
 from sagemaker_deploy.multi_model import check_extracted, check_target_name
 from sagemaker_deploy.package import PackageError
 
-TARGET_HEADER = "X-Amzn-SageMaker-Target-Model"
 LOAD_TIMEOUT_S = 360  # the container's own limit on a load or an unload (Triton's sagemaker_server.cc)
 # InvokeEndpoint, Errors: ModelNotReadyException (HTTP 429) "Either a serverless endpoint variant's resources
 # are still being provisioned, or a multi-model endpoint is still downloading or loading the target model.
 # Wait and try your request again." A request waits this long for a cold load before that answer.
 READY_WAIT_S = 60.0
 NOT_READY = "ModelNotReadyException"
-
-
-class InvocationError(Exception):
-    """A request the host refuses; ``status`` and ``error_type`` are what the runtime answers."""
-
-    def __init__(self, status: int, error_type: str, message: str):
-        super().__init__(message)
-        self.status, self.error_type = status, error_type
-
-
-@dataclass
-class Answer:
-    status: int
-    content_type: str
-    body: bytes
 
 
 @dataclass
@@ -265,9 +252,6 @@ class MultiModelEndpoint:
     def __init__(self, archives: Path, workdir: Path, name: str = "local", max_loaded: int = 2,
                  container_env: dict[str, str] | None = None, log_path: Path | None = None,
                  ready_wait_s: float = READY_WAIT_S):
-        from local_server.endpoint_route import EndpointRoute
-        from local_server.server import TritonServer
-
         self.name, self.workdir = name, Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.container = TritonServer(self.workdir, sagemaker_mode=True, log_path=log_path,

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from local_server.multi_model import Answer
+from local_server.invocation import Answer
 
 
 class ContainerFailed(Exception):

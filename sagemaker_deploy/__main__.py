@@ -14,6 +14,8 @@
     python -m sagemaker_deploy --region R promote --package ARN --staging-endpoint vision-staging --endpoint vision \\
         --test-dataset build/dataset-unseen --product pcb --role ARN [--min-parent-f1 0.9 --p95-ms 2000 ...]
     python -m sagemaker_deploy --region R teardown [--endpoint vision] [--delete-artifacts s3://B/prefix]
+    python -m sagemaker_deploy --region R batch --input s3://B/images/ --output s3://B/results/ \\
+        --repository build/gpu --default-model pcb_inspection --bucket B --role ARN   # Batch Transform + summary
 
 Real-time requests go through the clients: python -m clients.classify IMAGE --protocol sagemaker-endpoint
 --endpoint-name vision --region R. ``--dry-run`` prints every AWS call with its arguments and calls nothing.
@@ -21,15 +23,18 @@ Real-time requests go through the clients: python -m clients.classify IMAGE --pr
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
 
 from sagemaker_deploy.async_inference import AsyncFailed, invoke_async, scale_to_zero
 from sagemaker_deploy.aws import Aws, AwsError
+from sagemaker_deploy.batch import BatchFailed, BatchRequest, run_batch
+from sagemaker_deploy.batch import refusal as batch_refusal
 from sagemaker_deploy.deploy import DEFAULT_INSTANCE, DEFAULT_TRITON_VERSION, DeployFailed, DeployRequest, deploy, \
     teardown, update
-from sagemaker_deploy.model_registry import RegistryError
+from model_versions.model_packages import RegistryError
 from sagemaker_deploy.multi_model import add_model, deploy_multi_model, package_pipelines
 from sagemaker_deploy.package import PackageError, make_archive
 from products import ProductError, find
@@ -131,6 +136,35 @@ def _promote_arguments(parser: argparse.ArgumentParser) -> None:
     _guardrail_arguments(parser)
 
 
+def _batch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="s3://bucket/prefix/ of the images (every object: one record)")
+    parser.add_argument("--output", required=True, help="s3://bucket/prefix/: <key>.out per image, summary.json")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--repository", type=Path, help="a built gpu repository: its --lookout-api pipeline model is "
+                                                       "registered for this job and deleted after it")
+    model.add_argument("--model", default="", help="an existing serial-pipeline model (deploy --lookout-api's)")
+    parser.add_argument("--default-model", default="", help="with --repository: the product's <product>_inspection")
+    parser.add_argument("--bucket", default="", help="with --repository: where the model's archives go")
+    parser.add_argument("--role", default="", help="with --repository: SageMaker execution role ARN")
+    parser.add_argument("--prefix", default="visual-inspection-triton", help="S3 key prefix of the archives")
+    parser.add_argument("--name", default="lookout-batch", help="the job's name stem and its resources' ownership tag")
+    parser.add_argument("--instance-type", default=DEFAULT_INSTANCE)
+    parser.add_argument("--instance-count", type=int, default=1, help="instances the images are spread over")
+    parser.add_argument("--max-concurrent-transforms", type=int, default=1, help="parallel records per instance")
+    parser.add_argument("--max-payload-mb", type=int, default=6,
+                        help="the largest image (MaxPayloadInMB; a larger one fails the job; Lookout took 8 MB)")
+    _image_arguments(parser)
+    parser.add_argument("--poll-s", type=float, default=30.0)
+    parser.add_argument("--wait-timeout-s", type=float, default=6 * 3600.0)
+
+
+def batch_request(args: argparse.Namespace, region: str, workdir: Path) -> BatchRequest:
+    return BatchRequest(args.input, args.output, region, args.repository, args.model, args.default_model, args.bucket,
+                        args.role, args.prefix, args.name, args.instance_type, args.instance_count,
+                        args.max_concurrent_transforms, args.max_payload_mb, args.triton_version,
+                        args.allow_cpu_target, workdir, args.poll_s, args.wait_timeout_s)
+
+
 def promote_request(args: argparse.Namespace, region: str) -> PromoteRequest:
     gate = Gate(args.min_parent_f1, args.min_child_f1, args.p95_ms, args.load_requests, args.load_concurrency)
     return PromoteRequest(args.package, args.staging_endpoint, args.endpoint, args.test_dataset, args.role, region,
@@ -187,6 +221,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     async_call.add_argument("-o", "--output", type=Path, required=True)
     async_call.add_argument("--timeout-s", type=float, default=900.0)
     async_call.add_argument("--poll-s", type=float, default=5.0)
+    _batch_arguments(commands.add_parser("batch", help="Batch Transform over an S3 folder of images: a Lookout "
+                                         "answer per image and a summary (docs/batch-inspection.md)"))
     down = commands.add_parser("teardown", help="delete the project's endpoints, configs and models")
     down.add_argument("--endpoint", default="",
                       help="only the resources tagged as this endpoint's (exact name, never a prefix)")
@@ -199,6 +235,8 @@ def refusal(args: argparse.Namespace) -> str:
     """Why the arguments cannot work together, found before any AWS call; empty when they can."""
     if reason := lookout_refusal(vars(args)):
         return reason
+    if args.command == "batch":
+        return batch_refusal(vars(args))
     if args.command == "rollout" and args.async_output:
         return "rollout shifts real-time traffic under alarms; update an asynchronous endpoint with `update`"
     if getattr(args, "autoscale_to_zero", False) and not args.async_output:
@@ -248,9 +286,20 @@ def run(args: argparse.Namespace, aws: Aws) -> None:
               f"{args.endpoint} serves the package")
     elif args.command == "invoke-async":
         inpaint_async(aws, args)
+    elif args.command == "batch":
+        inspect_batch(aws, args)
     else:
         for line in teardown(aws, args.endpoint, args.delete_artifacts):
             print(f"deleted {line}")
+
+
+def inspect_batch(aws: Aws, args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as workdir:
+        summary = run_batch(aws, batch_request(args, aws.region or "", Path(workdir)))
+    if summary:
+        print(json.dumps(summary, indent=2))
+    if summary and summary["status"] != "Completed":
+        raise BatchFailed(f"transform job {summary['job']} {summary['status']}: {summary['failure_reason']}")
 
 
 def inpaint_async(aws: Aws, args: argparse.Namespace) -> None:
@@ -286,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args, aws)
     except (AwsError, DeployFailed, PackageError, AsyncFailed, RolloutError, RegistryError, PromoteError,
-            ProductError, GateFailed) as error:
+            ProductError, GateFailed, BatchFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -104,4 +104,6 @@ class Aws:
 
 
 def _render(arguments: dict) -> str:
-    return ", ".join(f"{key}={json.dumps(value, default=str)}" for key, value in arguments.items())
+    """The call's arguments as a line; a body is named by its size (it may be a whole report or image)."""
+    return ", ".join(f"{key}=<{len(value)} bytes>" if isinstance(value, bytes) else
+                     f"{key}={json.dumps(value, default=str)}" for key, value in arguments.items())

@@ -236,7 +236,7 @@ def packed_release(aws: Aws, created: Created, request: DeployRequest) -> Releas
 
 
 def new_release(aws: Aws, created: Created, request: DeployRequest) -> Release:
-    if request.packaged:  # checked and uploaded when it was registered (sagemaker_deploy/model_registry.py)
+    if request.packaged:  # checked and uploaded when it was registered (model_versions/model_registry.py)
         release = Release(release_name(request.endpoint), request.packaged.model_data_url,
                           request.packaged.image_uri, dict(request.packaged.environment), request.endpoint)
     else:

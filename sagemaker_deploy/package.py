@@ -14,7 +14,7 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from builders.config import parse
-from builders.repository import served_version
+from model_versions.repository import served_version
 from sagemaker_deploy import compatibility
 
 ARTIFACTS = {  # platform or backend -> file a version folder must hold

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from model_versions.model_packages import Package, require_approved
 from products import Product
 from sagemaker_deploy.aws import Aws, AwsError
 from sagemaker_deploy.deploy import (DEFAULT_INSTANCE, DeployFailed, DeployRequest, Release, deploy, owned,
                                      teardown, update)
-from sagemaker_deploy.model_registry import Package, require_approved
 from sagemaker_deploy.rollout import AlarmLimits, TrafficShift, release_to_production, settle
 
 

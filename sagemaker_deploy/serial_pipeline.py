@@ -44,8 +44,9 @@ def adapter_image(region: str, instance_type: str) -> str:
 
 
 def adapter_archive(archive: Path) -> Path:
-    """model.tar.gz of the adapters: code/inference.py, and code/requirements.txt pinning this tritonclient."""
-    requirements = f"tritonclient[http]=={version('tritonclient')}\n".encode()
+    """model.tar.gz of the adapters: code/inference.py, and code/requirements.txt pinning this tritonclient and
+    Pillow (a batch record's checks decode the image)."""
+    requirements = f"tritonclient[http]=={version('tritonclient')}\nPillow=={version('pillow')}\n".encode()
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(ADAPTER_SOURCE, arcname="code/inference.py")
         info = tarfile.TarInfo("code/requirements.txt")
@@ -55,9 +56,12 @@ def adapter_archive(archive: Path) -> Path:
 
 
 def adapter_environment(hostname: str) -> dict[str, str]:
-    """Which adapter the container is, and the pipeline's tensor names from their declarations."""
+    """Which adapter the container is, the pipeline's tensor names from their declarations, and its size limits
+    (what a batch record is checked against before it reaches Triton)."""
     return {"SAGEMAKER_PROGRAM": "inference.py", "LOOKOUT_ADAPTER_ROLE": ADAPTER_ROLES[hostname],
-            "LOOKOUT_INPUT": defect_inspection.INPUT.name, "LOOKOUT_OUTPUT": defect_router.LOOKOUT.name}
+            "LOOKOUT_INPUT": defect_inspection.INPUT.name, "LOOKOUT_OUTPUT": defect_router.LOOKOUT.name,
+            "LOOKOUT_MAX_PIXELS": str(defect_inspection.MAX_PIXELS),
+            "LOOKOUT_MIN_SIDE": defect_router.THRESHOLDS["min_side"]}
 
 
 def check_lookout_pipeline(repository: Path, default_model: str) -> None:

@@ -22,7 +22,9 @@ does behind those calls, no kinder than SageMaker:
   inference image) ``code/inference.py`` under the inference toolkit's contract
   (``local_server.handler_host``); each response is the next container's request;
 - async invocations keep to the async limits, and whatever goes wrong while processing one
-  is written to the endpoint's S3 failure path, never lost.
+  is written to the endpoint's S3 failure path, never lost;
+- CreateTransformJob runs a Batch Transform job over the input prefix with the model's containers
+  as real processes, SageMaker's limits, statuses and output keys (``tests.emulator_transform``).
 
 ``stop()`` undoes the patches to moto's classes.
 """
@@ -56,6 +58,7 @@ from local_server.serial_pipeline import PipelineContainer, SerialPipeline
 from local_server.server import TRITON_BINARY, TRITON_LIBS, free_port
 from local_server.supervisor import Supervisor, resend_after_restart
 from tests.emulator_rollout import BlueGreenRollouts, refuse_scaled_instance_type_change
+from tests.emulator_transform import TransformJobs
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
@@ -107,10 +110,12 @@ class LocalSageMaker:
         self.route.start()
         self._extend_moto()
         self.rollouts = BlueGreenRollouts(self).install()  # UpdateEndpoint's DeploymentConfig: canary, rollback
+        self.transform_jobs = TransformJobs(self).install()  # CreateTransformJob: Batch Transform
         return self
 
     def stop(self) -> None:
         self.rollouts.stop()
+        self.transform_jobs.stop()
         for container in list(self.containers.values()):
             container.stop()
         self.route.stop()

@@ -19,6 +19,8 @@ from clients.protocols import RequestError, Route, infer, sagemaker_body
 from local_server import ServerError, TritonServer
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.quick
+
 
 @pytest.fixture()
 def http(server):

@@ -23,6 +23,8 @@ from sagemaker_deploy.__main__ import main as deploy_main
 from sagemaker_deploy.deploy import DEFAULT_TRITON_VERSION
 from sagemaker_deploy.package import PackageError, check_repository
 
+pytestmark = pytest.mark.quick
+
 PIPELINES = ("ensemble_dali_inception", "ensemble_lama")  # and the sample board's defect_inspection.name(board)
 SDK_CONFIG = "sagemaker/core/image_uri_config/sagemaker-tritonserver.json"
 

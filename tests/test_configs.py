@@ -14,6 +14,8 @@ from builders.repository import build_repository, declarations
 from products import in_repository
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.quick
+
 COMMITTED = ROOT / "model_repository"
 
 

@@ -19,15 +19,17 @@ from PIL import Image
 from builders import defect_child, defect_inspection, defect_parent, defect_router, defect_segmenter
 from builders.declaration import BuildOptions
 from builders.in_process import InProcessInspection
-from builders.repository import build_repository, served_version, set_served_version, version_numbers
+from builders.repository import build_repository
 from clients import inspect as inspect_client
 from clients.protocols import RequestError, Route, infer
-from defect_classifier import data, evaluation, registry
+from defect_classifier import data, evaluation
 from defect_classifier.__main__ import main as classifier_main
 from defect_classifier.pipeline import run
 from defect_classifier.training import TrainSettings
 from defect_data import lookout
 from local_server import TritonServer
+from model_versions import local
+from model_versions.repository import served_version, set_served_version, version_numbers
 from sagemaker_deploy.deploy import container_environment
 from sagemaker_deploy.package import required_models
 
@@ -100,11 +102,11 @@ def test_promotion_refuses_a_model_worse_on_validation_f1(repository, datasets, 
     result = run(board, datasets["train"], datasets["test"], [repository], TrainSettings(epochs=0))
     worse = result.versions[str(repository)]
     for name in (parent, child, defect_segmenter.name(board)):
-        candidate, served = (registry.validation_f1(repository / name, v) for v in (worse, 2))
+        candidate, served = (local.validation_f1(repository / name, v) for v in (worse, 2))
         if candidate >= served:
             pytest.fail(f"the untrained {name} scored {candidate} on validation, not below {served}")
-        with pytest.raises(registry.PromotionRefused, match="does not beat the served version 2"):
-            registry.approve(repository, board, name, worse)
+        with pytest.raises(local.PromotionRefused, match="does not beat the served version 2"):
+            local.approve(repository, board, name, worse)
         assert served_version(repository / name) == 2
     assert classifier_main(["approve", "--repository", str(repository), "--version", str(worse)]) == 3
 
@@ -210,16 +212,16 @@ def test_interrupted_staging_leaves_no_half_registered_version(repository, board
                                                                monkeypatch):
     staged = staged_copies_of_version_2(repository, tmp_path, (parent, child))
     before = {name: version_numbers(repository / name) for name in staged}
-    original = registry.copy_runner
+    original = local.copy_runner
 
     def interrupt_at_the_child(model, target, version_dir):
         if model.name == child:
             raise KeyboardInterrupt
         original(model, target, version_dir)
 
-    monkeypatch.setattr(registry, "copy_runner", interrupt_at_the_child)
+    monkeypatch.setattr(local, "copy_runner", interrupt_at_the_child)
     with pytest.raises(KeyboardInterrupt):
-        registry.register(repository, board, staged)
+        local.register(repository, board, staged)
     assert_nothing_registered(repository, before)
 
 
@@ -235,7 +237,7 @@ def test_registration_interrupted_right_after_its_first_rename_registers_nothing
 
     monkeypatch.setattr(Path, "rename", rename_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        registry.register(repository, board, staged)
+        local.register(repository, board, staged)
     monkeypatch.undo()
     assert len(renamed) == 1 and renamed[0].name == str(max(before[parent]) + 1)
     assert_nothing_registered(repository, before)

@@ -17,6 +17,8 @@ from clients.protocols import SERVER_PROTOCOLS, infer, server_route
 from builders.in_process import DaliPreprocessor, InProcessEnsemble
 from local_server import TritonServer
 
+pytestmark = pytest.mark.quick
+
 RTOL = 1e-4  # relative: random-weight softmax scores are all near 1/1001
 
 

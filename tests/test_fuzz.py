@@ -24,10 +24,13 @@ from hypothesis import strategies as st
 from builders.runners.image_headers import HeaderError, Limits, NotAnImage, UnsupportedFormat, image_size
 from clients.colormap import ColorMapError, parse_hex, read_color_map
 from defect_data import groundtruth, lookout, manifests
-from local_server.multi_model import InvocationError, MultiModelHost
+from local_server.invocation import InvocationError
+from local_server.multi_model import MultiModelHost
 from local_server.request_guard import (ELEMENT_SIZES, SAGEMAKER_BINARY_PREFIX, InvalidInferenceRequest,
                                         check_inference_request)
 from tests.test_mutants import jpeg_declaring
+
+pytestmark = pytest.mark.quick
 
 FUZZ = settings(max_examples=150, deadline=500, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

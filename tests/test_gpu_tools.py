@@ -4,9 +4,13 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
+
 from benchmarks import gpu_bench, gpu_smoke
 from clients.protocols import SERVER_PROTOCOLS
 from sagemaker_deploy.deploy import DEFAULT_TRITON_VERSION
+
+pytestmark = pytest.mark.quick
 
 
 def test_gpu_bench_quick_cpu_mode_times_both_lama_routes_and_the_defect_cnns_and_passes_its_checks(tmp_path):

@@ -29,6 +29,8 @@ from clients.classify import encoded_batch
 from clients.protocols import sagemaker_body
 from local_server import TritonServer
 
+pytestmark = pytest.mark.quick
+
 BOMB_SIDE = 20000  # 400 million pixels: 1.2 GB once decoded to RGB
 
 

@@ -43,6 +43,8 @@ from local_server import TritonServer
 from local_server.endpoint_route import EndpointRoute
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.quick
+
 TIGHT = {"latency_budget_s": 2.0, "capacity_rps": 1.0}  # dali: 3 steps deep, 0.33 s wait, queue of 1
 SHORT_WAIT = "dali_short_wait"  # a copy of dali whose queue is long but whose wait is 50 ms
 BURST = 12

@@ -13,6 +13,8 @@ from PIL import Image
 from defect_data.lookout import (Dataset, LookoutError, Reader, Record, check_rules, classes_present,
                                  read_dataset, read_manifest, union_color_map, write_manifest_line)
 
+pytestmark = pytest.mark.quick
+
 GRAY, RED = (200, 200, 200), (255, 0, 0)
 COLORS = {"BACKGROUND": "#ffffff", "crack": "#23A436"}
 

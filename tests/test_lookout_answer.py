@@ -25,6 +25,8 @@ from clients.classify import encoded_batch
 from clients.protocols import Route, infer
 from sagemaker_deploy.package import BLS_PARAMETER, read_config, required_models
 
+pytestmark = pytest.mark.quick
+
 # DetectAnomalyResult as Lookout's API reference documents it (AnomalyMask: base64 in JSON, at most 5242880).
 RESULT_FIELDS = {"Source", "IsAnomalous", "Confidence", "Anomalies", "AnomalyMask"}
 COLOR = re.compile(r"#[a-zA-Z0-9]{6}")

@@ -5,10 +5,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from local_server.server import free_port
+from model_versions.model_packages import (APPROVED, PENDING, REJECTED, RegistryError, group_name, packages,
+                                           register, require_approved, set_status)
 from sagemaker_deploy.aws import PROJECT_TAG, Aws
 from sagemaker_deploy.deploy import SCALING_TAG_KEY
-from sagemaker_deploy.model_registry import (APPROVED, PENDING, REJECTED, RegistryError, group_name, packages,
-                                             register, require_approved, set_status)
 from sagemaker_deploy.rollout import (AlarmLimits, RolloutError, TrafficShift, autoscale, deployment_config,
                                       rollback_alarms)
 from tests.aws_emulator import reset_moto

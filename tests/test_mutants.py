@@ -18,10 +18,11 @@ from PIL import Image
 
 from builders import defect_parent, ensemble_dali_inception, ensemble_lama
 from builders.declaration import BuildOptions
-from builders.repository import build_repository, served_version, set_served_version
+from builders.repository import build_repository
 from builders.runners.image_headers import HeaderError, Limits, image_size
-from defect_classifier import registry
 from local_server.request_guard import InvalidInferenceRequest, check_inference_request
+from model_versions import local
+from model_versions.repository import served_version, set_served_version
 from tests.test_image_limits import BOMB_SIDE, png_declaring
 
 DALI_LIMITS = ensemble_dali_inception.GUARD.limits  # 16777216 pixels, no side limit
@@ -80,8 +81,8 @@ def test_an_image_of_exactly_the_limit_is_accepted_and_one_pixel_more_is_not(lim
 
 # -- mutant 4: approve promotes a candidate whose validation F1 only equals the served one's ----
 def write_report(version_dir, f1: float) -> None:
-    (version_dir / registry.REPORT).write_text(json.dumps({"splits": {"validation": {"f1": f1},
-                                                                       "test": {"f1": f1}}}))
+    (version_dir / local.REPORT).write_text(json.dumps({"splits": {"validation": {"f1": f1},
+                                                                    "test": {"f1": f1}}}))
 
 
 @pytest.fixture()
@@ -101,10 +102,10 @@ def test_approve_refuses_a_candidate_that_only_ties_the_served_validation_f1(par
     for version, f1 in ((2, 0.5), (3, 0.5001)):
         shutil.copytree(model_dir / "1", model_dir / str(version))
         write_report(model_dir / str(version), f1)
-    with pytest.raises(registry.PromotionRefused, match="validation F1 0.5000 does not beat the served version 1"):
-        registry.approve(parent_repository, board, name, 2)
+    with pytest.raises(local.PromotionRefused, match="validation F1 0.5000 does not beat the served version 1"):
+        local.approve(parent_repository, board, name, 2)
     assert served_version(model_dir) == 1
-    assert registry.approve(parent_repository, board, name, 3) == (  # a real gain does
+    assert local.approve(parent_repository, board, name, 3) == (  # a real gain does
         f"{name}: now serving version 3 (validation F1 0.5001; version 1 had validation F1 0.5000)")
     assert served_version(model_dir) == 3
 

@@ -14,6 +14,8 @@ from clients.colormap import parse_hex
 from defect_data import groundtruth, lookout, real_defects
 from tests import product_samples as samples
 
+pytestmark = pytest.mark.quick
+
 PHOTOS = {"brick-crop": np.dstack([skimage.data.brick()[100:260, 40:200]] * 3), "coffee": skimage.data.coffee()}
 
 

@@ -16,18 +16,19 @@ import pytest
 
 from builders import defect_child, defect_inspection, defect_parent
 from builders.declaration import BuildOptions
-from builders.repository import build_repository, served_version
+from builders.repository import build_repository
 from clients.inspect import inspect
 from clients.protocols import Route
-from defect_classifier import pipeline, registry, sagemaker_registry
+from defect_classifier import pipeline
 from defect_classifier.__main__ import main as classifier_main
 from defect_classifier.training import TrainSettings
+from model_versions import local, model_packages, model_registry
+from model_versions.model_packages import APPROVED, PENDING, REJECTED
+from model_versions.repository import served_version
 from sagemaker_deploy import deploy as deploy_module
-from sagemaker_deploy import model_registry
 from sagemaker_deploy.__main__ import main as deploy_main
 from sagemaker_deploy.aws import Aws
 from sagemaker_deploy.deploy import DEFAULT_TRITON_VERSION, owned
-from sagemaker_deploy.model_registry import APPROVED, PENDING, REJECTED
 from sagemaker_deploy.promote import Gate, PromoteRequest, promote, serves_package
 from tests.aws_emulator import INSTANCE, ROLE, LocalSageMaker, apply_environment
 from tests.conftest import SAMPLE_PRODUCT
@@ -82,23 +83,23 @@ def repository(datasets, board, tmp_path_factory):
 
 
 def register(aws, repository, product, version, tmp_path_factory) -> str:
-    return sagemaker_registry.register(aws, repository, product, version, BUCKET, "model-registry",
-                                       DEFAULT_TRITON_VERSION, INSTANCE, tmp_path_factory.mktemp("registry"),
-                                       allow_cpu_target=True)
+    return model_registry.register(aws, repository, product, version, BUCKET, "model-registry",
+                                   DEFAULT_TRITON_VERSION, INSTANCE, tmp_path_factory.mktemp("registry"),
+                                   allow_cpu_target=True)
 
 
 @pytest.fixture(scope="module")
 def bad_package(aws, repository, board, tmp_path_factory) -> str:
     """Version 2 (shuffled labels), approved: locally it beats the untrained version 1."""
     arn = register(aws, repository, board, 2, tmp_path_factory)
-    sagemaker_registry.approve(aws, repository, board, arn, "beats the untrained version")
+    model_registry.approve(aws, repository, board, arn, "beats the untrained version")
     return arn
 
 
 @pytest.fixture(scope="module")
 def good_package(aws, repository, board, bad_package, tmp_path_factory) -> str:
     arn = register(aws, repository, board, 3, tmp_path_factory)
-    sagemaker_registry.approve(aws, repository, board, arn, "beats version 2")
+    model_registry.approve(aws, repository, board, arn, "beats version 2")
     return arn
 
 
@@ -148,7 +149,7 @@ def test_a_version_trained_on_shuffled_labels_is_stopped_by_the_staging_gate(aws
     assert report["passed"] is False and verdicts["parent F1"] is False
     assert verdicts["latency"] and verdicts["bad input"]  # the model is wrong, not the serving
     assert endpoint_config(aws, "production") == production_before
-    assert serves_package(aws, "staging", model_registry.describe(aws, bad_package))
+    assert serves_package(aws, "staging", model_packages.describe(aws, bad_package))
 
 
 def test_register_approve_promote_passes_the_gate_and_production_serves_the_package(
@@ -157,7 +158,7 @@ def test_register_approve_promote_passes_the_gate_and_production_serves_the_pack
                             "--bucket", BUCKET, "--instance-type", INSTANCE, "--allow-cpu-target",
                             "--workdir", str(tmp_path / "registry")]) == 0
     arn = re.search(r"registered version 3 as (\S+) \(", capsys.readouterr().out).group(1)
-    assert model_registry.describe(aws, arn).status == PENDING
+    assert model_packages.describe(aws, arn).status == PENDING
     assert classifier_main(["approve", "--region", "us-east-1", "--repository", str(repository), "--package", arn,
                             "--description", "beats version 2 on validation F1"]) == 0
     assert served_version(repository / defect_parent.name(board)) == \
@@ -174,7 +175,7 @@ def test_register_approve_promote_passes_the_gate_and_production_serves_the_pack
     report = json.loads(next((tmp_path / "reports").glob("package-*/staging-report.json")).read_text())
     assert report["passed"] and [c["name"] for c in report["checks"]] == ["parent F1", "child macro F1", "latency",
                                                                            "bad input"]
-    package = model_registry.describe(aws, arn)
+    package = model_packages.describe(aws, arn)
     assert serves_package(aws, "staging", package) and serves_package(aws, "production", package)
     production = Route("sagemaker-endpoint", "", endpoint_name="production", region="us-east-1")
     anomaly = next(datasets["test"].glob("*/anomaly/*.jpg"), None) or next(datasets["test"].rglob("*.jpg"))
@@ -183,14 +184,14 @@ def test_register_approve_promote_passes_the_gate_and_production_serves_the_pack
 
 def test_approve_refused_by_the_local_f1_rule_leaves_the_package_pending(aws, repository, board, untrained_package,
                                                                         capsys):
-    before = model_registry.describe(aws, untrained_package).status
-    served = {name: served_version(repository / name) for name in registry.models(board)}
+    before = model_packages.describe(aws, untrained_package).status
+    served = {name: served_version(repository / name) for name in local.models(board)}
     assert classifier_main(["approve", "--region", "us-east-1", "--repository", str(repository), "--package",
                             untrained_package, "--description", "looks fine"]) == 3
     error = capsys.readouterr().err.strip()
     assert "does not beat the served version 3" in error and "\n" not in error
-    assert model_registry.describe(aws, untrained_package).status == before != APPROVED
-    assert {name: served_version(repository / name) for name in registry.models(board)} == served
+    assert model_packages.describe(aws, untrained_package).status == before != APPROVED
+    assert {name: served_version(repository / name) for name in local.models(board)} == served
 
 
 def test_promoting_a_pending_or_rejected_package_is_refused_before_anything_is_created(
@@ -239,4 +240,4 @@ def test_an_interrupted_promote_is_cleaned_up_or_resumed_by_the_rerun(aws, good_
     assert local_sagemaker.status_history["staging-resumed"].count("Creating") == 1
     assert owned_by(aws, "staging-resumed", "endpoint_config", "EndpointConfig") == [creating]
     assert len(owned_by(aws, "staging-resumed", "model", "Model")) == 1
-    assert serves_package(aws, "production-resumed", model_registry.describe(aws, good_package))
+    assert serves_package(aws, "production-resumed", model_packages.describe(aws, good_package))

@@ -18,6 +18,8 @@ from clients.protocols import Route, infer
 from local_server import TritonServer
 from local_server.request_guard import InvalidInferenceRequest, check_inference_request
 
+pytestmark = pytest.mark.quick
+
 SAGEMAKER_BINARY = "application/vnd.sagemaker-triton.binary+json;json-header-size={}"
 CRASHING_SHAPE = [1, 1000000000000]
 IDENTITY_CONFIG = """name: "identity"

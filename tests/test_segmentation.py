@@ -17,11 +17,13 @@ from sklearn import metrics
 from builders import defect_architecture as arch
 from builders import defect_inspection, defect_segmenter
 from builders.declaration import BuildOptions
-from builders.repository import build_repository, version_numbers
-from defect_classifier import data, registry, segmentation
+from builders.repository import build_repository
+from defect_classifier import data, segmentation
 from defect_classifier.pipeline import run
 from defect_classifier.training import TrainSettings
 from defect_data import lookout
+from model_versions import local
+from model_versions.repository import version_numbers
 from products.definition import from_color_map
 
 COLOURS = {"surface": "#000000", "stain": "#ff0000", "chip": "#00ff00"}
@@ -145,9 +147,9 @@ def test_a_training_run_learns_where_the_defects_are_on_unseen_images(trained, p
 def test_the_run_registers_the_segmenter_with_its_pixel_scores_as_the_pair_s_version(trained, product):
     repository, result = trained
     name = defect_segmenter.name(product)
-    assert name in registry.models(product) and result.versions == {str(repository): 2}
+    assert name in local.models(product) and result.versions == {str(repository): 2}
     assert version_numbers(repository / name) == [1, 2]
-    report = json.loads((repository / name / "2" / registry.REPORT).read_text())
+    report = json.loads((repository / name / "2" / local.REPORT).read_text())
     for split in ("validation", "test"):
         scores = report["splits"][split]
         assert {"mean_iou", "mean_iou_with_background", "f1", "f1_with_background"} <= set(scores)
@@ -158,4 +160,4 @@ def test_the_run_registers_the_segmenter_with_its_pixel_scores_as_the_pair_s_ver
         sum(e["anomaly"] and e["mask"] is not None for e in result.dataset["examples"] if e["split"] == "validation")
     assert "Mean IoU of the defect classes" in (repository / name / "2" / "evaluation.md").read_text()
     assert any(f"{name} version 2: validation F1" in line and "test mean IoU" in line
-               for line in registry.status(repository, product))
+               for line in local.status(repository, product))

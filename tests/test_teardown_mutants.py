@@ -16,6 +16,8 @@ from sagemaker_deploy.deploy import delete_objects, log_group, owned, teardown
 from tests.aws_emulator import INSTANCE, ROLE, reset_moto
 from tests.test_model_registry import aws, moto_url  # noqa: F401 (fixtures: moto's server, Aws pointed at it)
 
+pytestmark = pytest.mark.quick
+
 OWNERS = {"vision": ownership_tags("vision"), "vision2": ownership_tags("vision2"), "untagged": [],
           "project-only": [PROJECT_TAG], "other-project": [{"Key": "project", "Value": "someone-else"}]}
 

@@ -1,4 +1,5 @@
-"""The SageMaker Model Registry for a product's ``<product>_inspection``: register, approve, reject, list.
+"""In the Model Registry: a product's local version as a model package of its ``<product>_inspection``;
+register, approve, reject, list.
 
 A package is one local version: an archive of the product's pipeline whose parent and
 child serve exactly that version, and the version's evaluation reports
@@ -10,21 +11,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
 
 from builders import defect_inspection
-from builders.repository import served_version, set_served_version, version_numbers
-from defect_classifier import registry
+from model_versions import local, model_packages
+from model_versions.model_packages import APPROVED, REJECTED, Package
+from model_versions.repository import served_version, set_served_version, version_numbers
 from products import Product
-from sagemaker_deploy import model_registry
 from sagemaker_deploy.aws import PROJECT_TAG, Aws, AwsError
 from sagemaker_deploy.deploy import Created, container_environment, image_uri, remove
-from sagemaker_deploy.model_registry import APPROVED, REJECTED, Package
-from sagemaker_deploy.package import PackageError, make_archive, required_models
+from sagemaker_deploy.package import make_archive, required_models
 
 # S3 tags of the registry's artifacts: the project's, and no endpoint's (teardown of an endpoint keeps them)
 REGISTRY_TAGGING = urllib.parse.urlencode({PROJECT_TAG["Key"]: PROJECT_TAG["Value"]})
@@ -38,14 +37,14 @@ def pipeline_of(product: Product) -> str:
 def _evaluated_version(repository: Path, product: Product, version: int) -> dict[str, dict]:
     """Each registry model's evaluation report of ``version``; RegistryError when one is missing."""
     reports = {}
-    for name in registry.models(product):
-        model_dir = registry.model_dir_of(repository, product, name)
+    for name in local.models(product):
+        model_dir = local.model_dir_of(repository, product, name)
         if version not in version_numbers(model_dir):
-            raise registry.RegistryError(f"{name} has no version {version} (versions: {version_numbers(model_dir)})")
-        report = model_dir / str(version) / registry.REPORT
+            raise local.RegistryError(f"{name} has no version {version} (versions: {version_numbers(model_dir)})")
+        report = model_dir / str(version) / local.REPORT
         if not report.is_file():
-            raise registry.RegistryError(f"{name} version {version} has no {registry.REPORT}: only evaluated "
-                                         "versions can be registered")
+            raise local.RegistryError(f"{name} version {version} has no {local.REPORT}: only evaluated "
+                                      "versions can be registered")
         reports[name] = json.loads(report.read_text())
     return reports
 
@@ -54,7 +53,7 @@ def pack_version(repository: Path, product: Product, version: int, archive: Path
                  allow_cpu_target: bool) -> list[str]:
     """model.tar.gz of the pipeline serving ``version`` of both classifiers (a pinned temporary copy,
     holding no other version of them); returns the BLS-only models for the container's environment."""
-    pipeline, trained = pipeline_of(product), registry.models(product)
+    pipeline, trained = pipeline_of(product), local.models(product)
     needed, _, _ = required_models(repository, pipeline)
     with tempfile.TemporaryDirectory(prefix=".registry-", dir=archive.parent) as workdir:
         copy = Path(workdir)
@@ -74,7 +73,7 @@ def register(aws: Aws, repository: Path, product: Product, version: int, bucket:
     """Push local ``version`` to the registry (pending approval); a rerun returns the package it made."""
     pipeline = pipeline_of(product)
     reports = _evaluated_version(repository, product, version)
-    existing = [p for p in model_registry.packages(aws, pipeline) if p.local_version == str(version)
+    existing = [p for p in model_packages.packages(aws, pipeline) if p.local_version == str(version)
                 and p.status != REJECTED]
     if existing:
         aws.say(f"version {version} is already registered as {existing[-1].arn} ({existing[-1].status})")
@@ -90,7 +89,7 @@ def register(aws: Aws, repository: Path, product: Product, version: int, bucket:
         model_url, metrics_url = (_upload(aws, created, path, bucket, f"{folder}/{key}")
                                   for path, key in ((archive, "model.tar.gz"), (evaluation, "evaluation.json")))
         image = image_uri(aws.region or "", triton_version, instance_type)
-        return model_registry.register(aws, pipeline, version, image, model_url,
+        return model_packages.register(aws, pipeline, version, image, model_url,
                                        container_environment(pipeline, bls), metrics_url, instance_type)
     except (AwsError, ValueError):
         remove(aws, created)  # no artifact without its package
@@ -105,27 +104,27 @@ def _upload(aws: Aws, created: Created, path: Path, bucket: str, key: str) -> st
 
 
 def _package_version(aws: Aws, pipeline: str, arn: str) -> tuple[Package, int]:
-    package = model_registry.describe(aws, arn)
-    if package.group != model_registry.group_name(pipeline) or not package.local_version.isdigit():
-        raise registry.RegistryError(f"model package {arn} is not a registered {pipeline} version "
-                                     f"(group {package.group!r}, local version {package.local_version!r})")
+    package = model_packages.describe(aws, arn)
+    if package.group != model_packages.group_name(pipeline) or not package.local_version.isdigit():
+        raise local.RegistryError(f"model package {arn} is not a registered {pipeline} version "
+                                  f"(group {package.group!r}, local version {package.local_version!r})")
     return package, int(package.local_version)
 
 
 def approve(aws: Aws, repository: Path, product: Product, arn: str, description: str) -> list[str]:
     """Serve the package's version locally (the F1 rule, both models or neither), then mark it Approved.
 
-    Raises registry.PromotionRefused (package left as it was) when the rule refuses either model.
+    Raises local.PromotionRefused (package left as it was) when the rule refuses either model.
     """
     _, version = _package_version(aws, pipeline_of(product), arn)
-    trained = registry.models(product)
-    served_before = {name: served_version(registry.model_dir_of(repository, product, name)) for name in trained}
+    trained = local.models(product)
+    served_before = {name: served_version(local.model_dir_of(repository, product, name)) for name in trained}
     try:
-        lines = [registry.approve(repository, product, name, version) for name in trained]
-        model_registry.set_status(aws, arn, APPROVED, description)
+        lines = [local.approve(repository, product, name, version) for name in trained]
+        model_packages.set_status(aws, arn, APPROVED, description)
     except BaseException:  # a refusal, an AWS error, Ctrl-C: the local folders go back to what they served
         for name, served in served_before.items():
-            model_dir = registry.model_dir_of(repository, product, name)
+            model_dir = local.model_dir_of(repository, product, name)
             if served is not None and served_version(model_dir) != served:
                 set_served_version(model_dir, served)
         raise
@@ -135,12 +134,12 @@ def approve(aws: Aws, repository: Path, product: Product, arn: str, description:
 def reject(aws: Aws, repository: Path, product: Product, arn: str, description: str) -> Package:
     """Mark the package Rejected; refused while its version is the one served locally."""
     _, version = _package_version(aws, pipeline_of(product), arn)
-    served = [name for name in registry.models(product)
-              if served_version(registry.model_dir_of(repository, product, name)) == version]
+    served = [name for name in local.models(product)
+              if served_version(local.model_dir_of(repository, product, name)) == version]
     if served:
-        raise registry.RegistryError(f"version {version} is served locally ({', '.join(served)}): approve another "
-                                     "version first, so that the local folders and the registry agree")
-    return model_registry.set_status(aws, arn, REJECTED, description)
+        raise local.RegistryError(f"version {version} is served locally ({', '.join(served)}): approve another "
+                                  "version first, so that the local folders and the registry agree")
+    return model_packages.set_status(aws, arn, REJECTED, description)
 
 
 def _metrics(aws: Aws, package: Package) -> dict:
@@ -153,71 +152,11 @@ def _metrics(aws: Aws, package: Package) -> dict:
 def status_lines(aws: Aws, pipeline: str) -> list[str]:
     """One line per package, oldest first: registry version, local version, approval, F1 from the report."""
     lines = []
-    for package in model_registry.packages(aws, pipeline):
+    for package in model_packages.packages(aws, pipeline):
         reports = _metrics(aws, package)["models"]
         scores = ", ".join(f"{name} F1 validation {record['splits']['validation']['f1']:.4f} test "
                            f"{record['splits']['test']['f1']:.4f}" for name, record in reports.items())
         reason = f" ({package.description})" if package.description else ""
         lines.append(f"package {package.number}: local version {package.local_version}, {package.status}{reason}; "
                      f"{scores}\n    {package.arn}")
-    return lines or [f"no {pipeline} package in group {model_registry.group_name(pipeline)}"]
-
-
-# -- the command line (python -m defect_classifier register | approve --package | reject | status --registry) --
-def add_arguments(commands, approve, status) -> None:
-    """``register`` and ``reject``, and the registry flags of ``approve`` and ``status``."""
-    from sagemaker_deploy.deploy import DEFAULT_INSTANCE, DEFAULT_TRITON_VERSION
-
-    push = commands.add_parser("register", help="push a registered local version to the SageMaker Model Registry "
-                                                "(pending approval)")
-    push.add_argument("--repository", type=Path, required=True)
-    push.add_argument("--version", type=int, required=True)
-    push.add_argument("--bucket", required=True, help="S3 bucket for the archive and the evaluation report")
-    push.add_argument("--prefix", default="model-registry", help="S3 key prefix of the package's files")
-    push.add_argument("--triton-version", default=DEFAULT_TRITON_VERSION)
-    push.add_argument("--instance-type", default=DEFAULT_INSTANCE)
-    push.add_argument("--allow-cpu-target", action="store_true", help="a --target cpu build (the local emulator)")
-    push.add_argument("--workdir", type=Path, default=Path("build/registry"))
-    reject_parser = commands.add_parser("reject", help="reject a model package (a version not served locally)")
-    reject_parser.add_argument("--repository", type=Path, required=True)
-    for parser in (approve, reject_parser):
-        parser.add_argument("--package", required=parser is reject_parser, help="model package ARN (the registry)")
-        parser.add_argument("--description", default="", help="why: recorded with the approval status")
-    status.add_argument("--registry", action="store_true", help="the SageMaker Model Registry's packages")
-    for parser in (push, reject_parser, approve, status):
-        parser.add_argument("--region", help="AWS region (default: boto3's)")
-
-
-def wanted(args) -> bool:
-    """The command is one of the registry's (else the local folders')."""
-    return args.command in ("register", "reject") or bool(getattr(args, "package", None) or
-                                                          getattr(args, "registry", False))
-
-
-def run_command(args) -> int:
-    """0 done, 2 an error (one line), 3 the local F1 rule refused an approval (the package stays as it was)."""
-    aws = Aws(args.region or None, say=lambda line: None)
-    try:
-        if args.command == "register":
-            arn = register(aws, args.repository, args.product, args.version, args.bucket, args.prefix,
-                           args.triton_version, args.instance_type, args.workdir, args.allow_cpu_target)
-            print(f"registered version {args.version} as {arn} ({model_registry.describe(aws, arn).status})")
-            print(f"  approve it: python -m defect_classifier approve --product {args.product.name} "
-                  f"--repository {args.repository} "
-                  f"--package {arn} --description WHY")
-        elif args.command == "approve":
-            print("\n".join(approve(aws, args.repository, args.product, args.package, args.description)))
-            print(f"{args.package}: {APPROVED}")
-        elif args.command == "reject":
-            rejected = reject(aws, args.repository, args.product, args.package, args.description)
-            print(f"{args.package}: {rejected.status}")
-        else:
-            print("\n".join(status_lines(aws, pipeline_of(args.product))))
-    except registry.PromotionRefused as error:
-        print(f"refused: {error}; the package stays {model_registry.describe(aws, args.package).status}",
-              file=sys.stderr)
-        return 3
-    except (AwsError, model_registry.RegistryError, registry.RegistryError, PackageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return lines or [f"no {pipeline} package in group {model_packages.group_name(pipeline)}"]

@@ -1,6 +1,6 @@
 """End to end on this machine: the whole use case, from one labelled product photo to served inspection.
 
-    python -m clients.demo [--build build] [--image samples/chelsea.jpg]
+    python -m demo [--build build] [--image samples/chelsea.jpg]
 
 1. label the sample board (its renderer writes Ground Truth files, as a labelling job
 would) and define the product ``pcb`` from them, then train its small LaMa on its photo
@@ -20,7 +20,6 @@ from pathlib import Path
 from builders import defect_parent
 from builders import ensemble_dali_inception as ensemble
 from builders.__main__ import main as build
-from builders.repository import version_numbers
 from clients.classify import classify_top_k
 from clients.inpaint import inpaint, png_bytes
 from clients.inspect import describe, inspect
@@ -30,6 +29,7 @@ from defect_data.pcb import main as label_sample_board
 from defect_data.pipeline import main as make_dataset
 from defect_data.train_lama import main as train_lama
 from local_server import ServerError, TritonServer
+from model_versions.repository import version_numbers
 from products import find
 from products.__main__ import main as products
 
@@ -91,7 +91,7 @@ def define_sample_product(build_dir: Path, store: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clients.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build", type=Path, default=ROOT / "build", help="folder for everything the demo makes")
     parser.add_argument("--image", type=Path, default=ROOT / "samples" / "chelsea.jpg")

@@ -1,13 +1,14 @@
-"""The model repository as a model registry for each product's ``<product>_parent``, ``<product>_child``
-and ``<product>_segmenter`` (the last two for products with classes).
+"""Registered, evaluated, approved: a product's trained models as numbered versions of their folders.
 
-A training run registers each model as the next numbered version folder (the same
-number for all of them), with its evaluation report beside ``model.onnx``. Registration is
-all or nothing: folders are staged under hidden names and renamed at the end, and
-removed again if anything stops it. Serving changes only by ``approve``: it points
-``version_policy`` at a version whose validation F1 beats the served one's, and refuses
-otherwise. The repository's target (python runner or native backend) is read from the
-config, so the same run can be registered in a cpu and a gpu repository.
+The registry holds each product's ``<product>_parent``, ``<product>_child`` and
+``<product>_segmenter`` (the last two for products with classes). A training run registers
+each model as the next numbered version folder (the same number for all of them), with its
+evaluation report beside ``model.onnx``. Registration is all or nothing: folders are staged
+under hidden names and renamed at the end, and removed again if anything stops it. Serving
+changes only by ``approve``: it points ``version_policy`` at a version whose validation F1
+beats the served one's, and refuses otherwise. The repository's target (python runner or
+native backend) is read from the config, so the same run can be registered in a cpu and a
+gpu repository.
 """
 from __future__ import annotations
 
@@ -18,13 +19,9 @@ from pathlib import Path
 from builders import defect_child, defect_parent, defect_segmenter
 from builders.config import parse
 from builders.declaration import BuildOptions
-from builders.repository import (
-    copy_runner,
-    served_version,
-    set_served_version,
-    version_numbers,
-)
+from builders.repository import copy_runner
 from defect_classifier.evaluation import score_text
+from model_versions.repository import served_version, set_served_version, version_numbers
 from products import Product, ProductError
 from products.store import repository_product
 

@@ -1,5 +1,5 @@
-"""The SageMaker Model Registry side of a pipeline's versions: one model package group per
-pipeline, one model package per registered version, approved or rejected by a person.
+"""In the Model Registry, its calls: one model package group per pipeline, one model package per
+registered version, approved or rejected by a person.
 
 A package names everything a deploy needs (the Triton image, the uploaded archive, the
 container's environment) and carries the version's evaluation report as model metrics.

@@ -1,0 +1,1 @@
+"""End to end on this machine, every stage in order: ``python -m demo`` (``make demo``), in ``__main__.py``."""
