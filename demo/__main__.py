@@ -65,7 +65,7 @@ def defect_classifiers(server: TritonServer, build_dir: Path, store: Path, repos
     if make_dataset(["--out", str(datasets["train"]), *common]) != 0 or \
             make_dataset(["--out", str(datasets["test"]), "--seed", "1", *common]) != 0:
         return 1
-    step(7, f"training {PRODUCT}'s parent and child, registering them in {repository}")
+    step(7, f"training {PRODUCT}'s parent, child and segmenter, registering them in {repository}")
     product = ["--product", PRODUCT, "--repository", str(repository)]
     if classifier(["train", *product, "--dataset", str(datasets["train"]),
                    "--test-dataset", str(datasets["test"])]) != 0:
@@ -78,7 +78,7 @@ def defect_classifiers(server: TritonServer, build_dir: Path, store: Path, repos
     boards = [sorted((datasets["test"] / "test" / kind).glob("*.jpg"))[0] for kind in ("normal", "anomaly")]
     for path in [*boards, photo]:
         print(f"  {path}: {describe(inspect(route, PRODUCT, path.read_bytes()))}")
-    print(f"  reports: {repository}/{PRODUCT}_{{parent,child}}/{latest}/evaluation.md")
+    print(f"  reports: {repository}/{PRODUCT}_{{parent,child,segmenter}}/{latest}/evaluation.md")
     return 0
 
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.quick
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("builders", "clients", "defect_classifier", "defect_data", "local_server", "products",
             "sagemaker_deploy", "benchmarks", "model_versions", "demo")
