@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from sagemaker_deploy.aws import Aws, AwsError, ownership_tags, s3_tagging
+from sagemaker_deploy.aws import Aws, AwsError, ownership_tags, s3_tagging, split_s3
 from sagemaker_deploy.deploy import record_scaling, scaling_resource
 
 POLL_S = 5.0
@@ -17,11 +17,6 @@ TIMEOUT_S = 900.0
 
 class AsyncFailed(RuntimeError):
     """The asynchronous request failed or did not finish in time."""
-
-
-def split_s3(url: str) -> tuple[str, str]:
-    bucket, _, key = url.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def invoke_async(aws: Aws, endpoint: str, body: bytes, content_type: str, input_prefix: str,

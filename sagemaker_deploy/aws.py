@@ -103,6 +103,12 @@ class Aws:
         self.say(f"{'[dry run] ' if self.dry_run else ''}{service}.{operation}({_render(arguments)}){note}")
 
 
+def split_s3(url: str) -> tuple[str, str]:
+    """(bucket, key or prefix) of an s3:// URL."""
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
 def _render(arguments: dict) -> str:
     """The call's arguments as a line; a body is named by its size (it may be a whole report or image)."""
     return ", ".join(f"{key}=<{len(value)} bytes>" if isinstance(value, bytes) else

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from sagemaker_deploy.aws import Aws, AwsError, ownership_tags, s3_tagging
+from sagemaker_deploy.aws import Aws, AwsError, ownership_tags, s3_tagging, split_s3
 from sagemaker_deploy.deploy import (DEFAULT_INSTANCE, DEFAULT_TRITON_VERSION, Created, DeployRequest, check_release,
                                      packed_release, release_name, remove)
 from sagemaker_deploy.serial_pipeline import create_pipeline_model
@@ -70,11 +70,6 @@ class BatchRequest:
 
     def __post_init__(self) -> None:
         self.input, self.output = folder(self.input), folder(self.output)
-
-
-def split_s3(url: str) -> tuple[str, str]:
-    bucket, _, key = url.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def folder(url: str) -> str:
